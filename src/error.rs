@@ -1,0 +1,103 @@
+//! The one error type a job can end with: its kind decides what the caller does
+//! (exit status, Ack/Nak/Term), its message is for the person reading the event.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What went wrong, in the words of the message contract (`kind` in `video.failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request itself is wrong: unknown quality, URL-like source, path outside the roots…
+    InvalidRequest,
+    /// The source file does not exist (or is not a regular file).
+    SourceNotFound,
+    /// The source exists but is not media we can read: empty, garbage, truncated, undecodable.
+    InvalidMedia,
+    /// The source has no video stream (audio-only, cover art only).
+    NoVideoStream,
+    /// The source's codec has no decoder in this FFmpeg build.
+    UnsupportedCodec,
+    /// Width, height or duration over the configured limits.
+    LimitExceeded,
+    /// Writing the output failed (disk full, permissions): worth retrying elsewhere or later.
+    OutputIo,
+    /// The job was stopped from outside (shutdown).
+    Cancelled,
+    /// A bug or an unexpected library failure (including a panic in a media thread).
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::SourceNotFound => "source_not_found",
+            ErrorKind::InvalidMedia => "invalid_media",
+            ErrorKind::NoVideoStream => "no_video_stream",
+            ErrorKind::UnsupportedCodec => "unsupported_codec",
+            ErrorKind::LimitExceeded => "limit_exceeded",
+            ErrorKind::OutputIo => "output_io",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// A permanent error fails the same way on every attempt: retrying it only delays the
+    /// failed event. Output I/O, cancellation and internal errors may pass on another try.
+    pub fn is_permanent(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::OutputIo | ErrorKind::Cancelled | ErrorKind::Internal
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job's failure: a kind that decides, and a message that explains.
+#[derive(Debug, Clone, thiserror::Error, Serialize)]
+#[error("{kind}: {message}")]
+pub struct JobError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        JobError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Shorthand constructors, so call sites read as the failure they report.
+macro_rules! kind_ctor {
+    ($($name:ident => $kind:ident),* $(,)?) => {
+        impl JobError {
+            $(pub fn $name(message: impl Into<String>) -> Self {
+                JobError::new(ErrorKind::$kind, message)
+            })*
+        }
+    };
+}
+
+kind_ctor! {
+    invalid_request => InvalidRequest,
+    source_not_found => SourceNotFound,
+    invalid_media => InvalidMedia,
+    no_video_stream => NoVideoStream,
+    unsupported_codec => UnsupportedCodec,
+    limit_exceeded => LimitExceeded,
+    output_io => OutputIo,
+    cancelled => Cancelled,
+    internal => Internal,
+}
+
+pub type Result<T, E = JobError> = std::result::Result<T, E>;

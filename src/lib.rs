@@ -1,0 +1,35 @@
+//! video-worker: turns uploaded videos into HLS ladders, in-process, through the FFmpeg
+//! libraries. One decode per source, one libx264 encoder per quality on its own thread,
+//! audio encoded once, segments cut on a shared IDR grid, output published atomically.
+//!
+//! The map of the crate:
+//!
+//! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
+//! - [`job`]: the wire contract's parsers (thumbnail times…).
+//! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
+//! - [`media`]: everything that touches FFmpeg (no tokio inside):
+//!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
+//!   - `media::decode`: the single decode, orientation + constant frame rate, fan-out, progress;
+//!   - `media::rendition`: one thread per quality: scale → libx264 → segmenter;
+//!   - `media::audio`: decode → stereo 48 kHz → AAC, once per job;
+//!   - `media::hls`: the MPEG-TS `Segmenter` and the playlists;
+//!   - `media::thumbnail`, `media::output` (staging dir, atomic publish, manifest);
+//!   - `media::ffi`: the one module with `unsafe` for what ffmpeg-next lacks.
+
+pub mod error;
+pub mod job;
+pub mod ladder;
+pub mod media;
+
+pub use error::{ErrorKind, JobError};
+
+/// `video-worker --version`: ours, and the FFmpeg we were built against and run with.
+pub fn version_string() -> String {
+    format!(
+        "{} (built against FFmpeg {}, libavcodec {}; running FFmpeg {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("VW_FFMPEG_VERSION"),
+        env!("VW_LIBAVCODEC_VERSION"),
+        media::ffi::runtime_version()
+    )
+}

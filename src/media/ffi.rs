@@ -1,0 +1,140 @@
+//! The one place for `unsafe`: the few things ffmpeg-next's safe wrapper lacks.
+//! Every block says why it is sound. Nothing here owns memory beyond the call.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::ptr;
+
+use ffmpeg::ffi as sys;
+use ffmpeg::{format, frame};
+use ffmpeg_next as ffmpeg;
+
+/// Flushes what the muxer buffers (mpegts keeps partial PES packets) into the current file,
+/// closes that file and continues the same muxer into `next`: one muxer for the whole job, its
+/// output swapped at each cut, as FFmpeg's `libavformat/hlsenc.c` does. Timestamps and
+/// continuity counters stay continuous across segments; PAT/PMT are sent again at the start
+/// of the new file so that each segment decodes on its own.
+pub fn swap_output(octx: &mut format::context::Output, next: &Path) -> Result<(), ffmpeg::Error> {
+    let path =
+        CString::new(next.to_string_lossy().as_bytes()).map_err(|_| ffmpeg::Error::InvalidData)?;
+    let flag = CString::new("mpegts_flags").map_err(|_| ffmpeg::Error::Bug)?;
+    let value = CString::new("resend_headers").map_err(|_| ffmpeg::Error::Bug)?;
+    // SAFETY: `octx` owns a valid, opened output AVFormatContext whose header was written and
+    // whose `pb` was opened by libavformat (not a custom AVIO: the muxer is file based).
+    // `av_write_frame(ctx, NULL)` is the documented flush call for AVFMT_ALLOW_FLUSH muxers;
+    // `avio_closep` closes and nulls `pb`; `avio_open` sets a fresh `pb` or leaves it null on
+    // failure, in which case we return the error and the caller abandons the job (the
+    // destructor handles a null `pb`). `priv_data` of the mpegts muxer has an AVClass, so
+    // `av_opt_set` on it is valid; the strings outlive the call.
+    unsafe {
+        let ctx = octx.as_mut_ptr();
+        let r = sys::av_write_frame(ctx, ptr::null_mut());
+        if r < 0 {
+            return Err(ffmpeg::Error::from(r));
+        }
+        sys::avio_flush((*ctx).pb);
+        let r = sys::avio_closep(&mut (*ctx).pb);
+        if r < 0 {
+            return Err(ffmpeg::Error::from(r));
+        }
+        let r = sys::avio_open(&mut (*ctx).pb, path.as_ptr(), sys::AVIO_FLAG_WRITE);
+        if r < 0 {
+            return Err(ffmpeg::Error::from(r));
+        }
+        if !(*ctx).priv_data.is_null() {
+            sys::av_opt_set((*ctx).priv_data, flag.as_ptr(), value.as_ptr(), 0);
+        }
+    }
+    Ok(())
+}
+
+/// Closes the output file after the trailer, reporting the error that `Drop` would swallow
+/// (a full disk shows up here, at the last write).
+pub fn close_output(octx: &mut format::context::Output) -> Result<(), ffmpeg::Error> {
+    // SAFETY: valid output context; `avio_closep` nulls `pb` so the destructor does not close
+    // it twice. A context whose `pb` is already null is left alone.
+    unsafe {
+        let ctx = octx.as_mut_ptr();
+        if (*ctx).pb.is_null() {
+            return Ok(());
+        }
+        let err = (*(*ctx).pb).error;
+        let r = sys::avio_closep(&mut (*ctx).pb);
+        if err < 0 {
+            return Err(ffmpeg::Error::from(err));
+        }
+        if r < 0 {
+            return Err(ffmpeg::Error::from(r));
+        }
+    }
+    Ok(())
+}
+
+/// Ends a filter graph's input at `pts` (in the source's time base), so that filters that
+/// fill time, like `fps`, know where the last frame ends instead of cutting it off.
+pub fn close_source(ctx: &mut ffmpeg::filter::Context, pts: i64) -> Result<(), ffmpeg::Error> {
+    // SAFETY: `ctx` is a valid buffer source context owned by a configured graph that we
+    // borrow mutably; `av_buffersrc_close` only marks it at EOF.
+    let r = unsafe { sys::av_buffersrc_close(ctx.as_mut_ptr(), pts, 0) };
+    if r < 0 {
+        return Err(ffmpeg::Error::from(r));
+    }
+    Ok(())
+}
+
+/// A new frame that references the same picture buffers (no pixel copy), with its own
+/// properties (pts, picture type) that the caller may change.
+pub fn frame_ref(src: &frame::Video) -> Result<frame::Video, ffmpeg::Error> {
+    let mut dst = frame::Video::empty();
+    // SAFETY: both frames are valid AVFrames; `dst` is freshly allocated and empty, which is
+    // what `av_frame_ref` requires. The buffers are refcounted, so `src` stays untouched.
+    let r = unsafe { sys::av_frame_ref(dst.as_mut_ptr(), src.as_ptr()) };
+    if r < 0 {
+        return Err(ffmpeg::Error::from(r));
+    }
+    Ok(dst)
+}
+
+/// What the encoder really runs with after `avcodec_open2` (which ignores unknown options
+/// silently): read back so the pipeline can check and report it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EffectiveRate {
+    pub bit_rate: i64,
+    pub max_rate: i64,
+    pub buffer_size: i64,
+    pub threads: i32,
+}
+
+pub fn effective_rate(ctx: &ffmpeg::codec::Context) -> EffectiveRate {
+    // SAFETY: reads plain integer fields of a valid, opened AVCodecContext that we borrow.
+    unsafe {
+        let c = ctx.as_ptr();
+        EffectiveRate {
+            bit_rate: (*c).bit_rate,
+            max_rate: (*c).rc_max_rate,
+            buffer_size: (*c).rc_buffer_size as i64,
+            threads: (*c).thread_count,
+        }
+    }
+}
+
+/// Sets the decoder's thread count (the wrapper exposes it only through `threading::Config`,
+/// which also forces a thread type).
+pub fn set_thread_count(ctx: &mut ffmpeg::codec::Context, threads: usize) {
+    // SAFETY: writes a plain integer field of an AVCodecContext that is not opened yet.
+    unsafe {
+        (*ctx.as_mut_ptr()).thread_count = threads as i32;
+    }
+}
+
+/// The version string of the FFmpeg libraries loaded at run time (e.g. `5.1.9-0+deb12u1`).
+pub fn runtime_version() -> String {
+    // SAFETY: `av_version_info` returns a pointer to a static NUL-terminated string.
+    unsafe {
+        let p = sys::av_version_info();
+        if p.is_null() {
+            return String::from("unknown");
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}

@@ -1,0 +1,282 @@
+//! Everything that touches FFmpeg. No tokio here: `transcode` blocks its calling thread,
+//! starts one thread per rendition inside a scope and joins them all before it returns.
+//!
+//! ```text
+//! demux+decode (calling thread) ──Arc<Frame>──► rendition threads: scale → x264 → segmenter
+//!        └► audio: decode → stereo 48k → AAC (once) ──Packet──► every rendition's segmenter
+//!        └► thumbnail at thumbnail_time
+//! then: playlists + master + manifest into the staging dir → renamed into place
+//! ```
+
+pub mod audio;
+pub mod decode;
+pub mod ffi;
+pub mod hls;
+pub mod output;
+pub mod probe;
+pub mod rendition;
+pub mod thumbnail;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{JobError, Result};
+use crate::ladder::{Ladder, Quality, Skipped};
+pub use probe::{probe, Limits, SourceInfo};
+
+/// Apple's HLS authoring spec: 6 s segments, keyframes every 2 s.
+pub const DEFAULT_SEGMENT_SECONDS: f64 = 6.0;
+pub const DEFAULT_GOP_SECONDS: f64 = 2.0;
+/// The platform's original worker used AAC at 128 kb/s.
+pub const DEFAULT_AUDIO_BITRATE: u64 = 128_000;
+
+/// Initialises the FFmpeg libraries once per process and keeps their logging quiet (errors
+/// reach the caller as `JobError`s, not as lines on stderr).
+pub fn init() -> Result<()> {
+    static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        ffmpeg_next::init().map_err(|e| e.to_string())?;
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
+        Ok(())
+    })
+    .clone()
+    .map_err(|e| JobError::internal(format!("FFmpeg initialisation failed: {e}")))
+}
+
+/// One transcode: a source, where its ladder goes, and how to encode it.
+#[derive(Debug, Clone)]
+pub struct TranscodeRequest {
+    pub source: PathBuf,
+    pub output_dir: PathBuf,
+    pub qualities: Vec<Quality>,
+    /// Seconds from the start of the video; clamped to the video.
+    pub thumbnail_time: f64,
+    pub segment_seconds: f64,
+    pub gop_seconds: f64,
+    /// libx264 preset (`medium` is the CLI worker's default).
+    pub preset: String,
+    /// Total encoder threads to share between the renditions; 0 = one per core.
+    pub threads: usize,
+    pub audio_bitrate: u64,
+    pub limits: Limits,
+    /// Written into manifest.json so a redelivered job can recognise its own finished output.
+    pub fingerprint: Option<String>,
+    pub video_id: Option<String>,
+}
+
+impl TranscodeRequest {
+    pub fn new(source: impl Into<PathBuf>, output_dir: impl Into<PathBuf>) -> Result<Self> {
+        Ok(TranscodeRequest {
+            source: source.into(),
+            output_dir: output_dir.into(),
+            qualities: Quality::parse_list(crate::ladder::DEFAULT_QUALITIES)?,
+            thumbnail_time: 5.0,
+            segment_seconds: DEFAULT_SEGMENT_SECONDS,
+            gop_seconds: DEFAULT_GOP_SECONDS,
+            preset: "medium".into(),
+            threads: 0,
+            audio_bitrate: DEFAULT_AUDIO_BITRATE,
+            limits: Limits::default(),
+            fingerprint: None,
+            video_id: None,
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        const PRESETS: &[&str] = &[
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+            "slow",
+            "slower",
+            "veryslow",
+            "placebo",
+        ];
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return Err(JobError::invalid_request(format!(
+                "unknown x264 preset {:?} (known: {})",
+                self.preset,
+                PRESETS.join(", ")
+            )));
+        }
+        if !(0.5..=60.0).contains(&self.segment_seconds) {
+            return Err(JobError::invalid_request(format!(
+                "segment length {} s is outside 0.5–60 s",
+                self.segment_seconds
+            )));
+        }
+        if !(0.1..=60.0).contains(&self.gop_seconds) {
+            return Err(JobError::invalid_request(format!(
+                "GOP length {} s is outside 0.1–60 s",
+                self.gop_seconds
+            )));
+        }
+        if !self.thumbnail_time.is_finite() || self.thumbnail_time < 0.0 {
+            return Err(JobError::invalid_request("thumbnail time must be ≥ 0"));
+        }
+        if self.output_dir.file_name().is_none() {
+            return Err(JobError::invalid_request(format!(
+                "output directory {:?} has no name",
+                self.output_dir
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where the pipeline is, for progress bars and `video.progress.<id>` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Transcoding,
+    Publishing,
+}
+
+/// A progress report from the decode loop (at most a few per second).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressTick {
+    pub stage: Stage,
+    /// Output frames handed to the encoders so far.
+    pub frames: u64,
+    pub total_frames: Option<u64>,
+    pub percent: f64,
+    pub fps: f64,
+    pub eta_seconds: Option<f64>,
+}
+
+/// One rendition as produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenditionOutcome {
+    pub quality: String,
+    pub width: u32,
+    pub height: u32,
+    /// Target bitrate (bit/s).
+    pub bitrate: u64,
+    /// Peak segment bitrate, as in the master's BANDWIDTH.
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    pub codecs: String,
+    pub frame_rate: f64,
+    pub segments: usize,
+    pub playlist: String,
+    pub bytes: u64,
+}
+
+/// The result of a successful transcode (printed by `--json`, stored in manifest.json,
+/// published in `video.processed`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub source: PathBuf,
+    pub output_dir: PathBuf,
+    /// Seconds of output video.
+    pub duration: f64,
+    pub frame_rate: f64,
+    pub frames_decoded: u64,
+    pub frames_encoded: u64,
+    pub has_audio: bool,
+    pub renditions: Vec<RenditionOutcome>,
+    pub skipped: Vec<Skipped>,
+    pub thumbnail: String,
+    pub master_playlist: String,
+    pub elapsed_seconds: f64,
+}
+
+/// Splits the encoder thread budget between renditions in proportion to their pixel counts,
+/// at least one each (x264's cost per frame is roughly proportional to pixels; the largest
+/// rendition is the critical path, so it gets the most threads).
+pub fn split_threads(budget: usize, pixels: &[u64]) -> Vec<usize> {
+    let max = pixels.iter().copied().max().unwrap_or(1).max(1);
+    pixels
+        .iter()
+        .map(|&p| {
+            let share = (budget as f64 * p as f64 / max as f64).ceil() as usize;
+            share.clamp(1, budget.max(1))
+        })
+        .collect()
+}
+
+/// Transcodes one source into an HLS ladder at `req.output_dir`, which appears only when
+/// complete. Blocks the calling thread; `cancel` stops it early (Cancelled error, nothing
+/// published); `progress` is called from the calling thread.
+pub fn transcode(
+    req: &TranscodeRequest,
+    cancel: &AtomicBool,
+    progress: &dyn Fn(&ProgressTick),
+) -> Result<Outcome> {
+    let started = Instant::now();
+    req.validate()?;
+    let source = probe::open(&req.source, &req.limits)?;
+    let info = source.info.clone();
+    let ladder = Ladder::plan(
+        &req.qualities,
+        info.video.display_width,
+        info.video.display_height,
+    );
+    let staging = output::Staging::create(&req.output_dir)?;
+
+    let decoded = decode::run(source, &ladder, req, staging.path(), cancel, progress)?;
+
+    progress(&ProgressTick {
+        stage: Stage::Publishing,
+        frames: decoded.frames_encoded,
+        total_frames: Some(decoded.frames_encoded),
+        percent: 100.0,
+        fps: 0.0,
+        eta_seconds: Some(0.0),
+    });
+
+    let fps = info.video.frame_rate;
+    let mut renditions = Vec::new();
+    for r in &decoded.renditions {
+        let media =
+            hls::playlist::MediaPlaylist::measure(staging.path(), &r.name, &r.segments, fps)?;
+        media.write_to(staging.path())?;
+        let codecs = match decoded.has_audio {
+            true => format!("{},mp4a.40.2", r.avc_codec),
+            false => r.avc_codec.clone(),
+        };
+        renditions.push(RenditionOutcome {
+            quality: r.name.clone(),
+            width: r.width,
+            height: r.height,
+            bitrate: r.bitrate,
+            bandwidth: media.peak_bandwidth(),
+            average_bandwidth: media.average_bandwidth(),
+            codecs,
+            frame_rate: f64::from(fps),
+            segments: r.segments.len(),
+            playlist: media.file_name(),
+            bytes: media.total_bytes(),
+        });
+    }
+    hls::playlist::write_master(staging.path(), &renditions)?;
+
+    let thumbnail = thumbnail::FILE_NAME.to_string();
+    let outcome = Outcome {
+        source: req.source.clone(),
+        output_dir: req.output_dir.clone(),
+        duration: decoded.frames_encoded as f64 / f64::from(fps),
+        frame_rate: f64::from(fps),
+        frames_decoded: decoded.frames_decoded,
+        frames_encoded: decoded.frames_encoded,
+        has_audio: decoded.has_audio,
+        renditions,
+        skipped: ladder.skipped.clone(),
+        thumbnail,
+        master_playlist: hls::playlist::MASTER.to_string(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    };
+    output::write_manifest(staging.path(), req, &info, &outcome)?;
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(JobError::cancelled("cancelled before publishing"));
+    }
+    staging.publish()?;
+    Ok(outcome)
+}

@@ -1,0 +1,412 @@
+//! Opening a source safely (file protocol and known containers only) and describing it:
+//! the video stream to transcode, the audio stream if any, orientation and frame rate.
+
+use std::path::{Path, PathBuf};
+
+use ffmpeg::{format, media, Rational};
+use ffmpeg_next as ffmpeg;
+use serde::Serialize;
+
+use crate::error::{JobError, Result};
+
+/// Containers we accept. Playlists (`hls`), `concat`, image sequences and network formats
+/// are left out on purpose: they make libavformat open other files or URLs.
+const FORMAT_WHITELIST: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,asf,\
+ogg,mxf,nut,h264,hevc,m4v,mpegvideo,yuv4mpegpipe,wav,mp3,aac,flac,w64";
+
+/// Output frame rates are capped here: players and the platform's ladder stop at 60 fps.
+const MAX_FRAME_RATE: f64 = 60.0;
+
+/// Limits on what a job may ask of this worker, checked before decoding and while decoding
+/// (headers can lie).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Seconds.
+    pub max_duration: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 8K UHD and six hours: above any upload the platform accepts, below what would tie a
+        // worker up for a day.
+        Limits {
+            max_width: 7680,
+            max_height: 4320,
+            max_duration: 6.0 * 3600.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoInfo {
+    pub index: usize,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub pixel_format: String,
+    /// Clockwise rotation to apply for display: 0, 90, 180 or 270.
+    pub rotation: u32,
+    /// Size of the displayed picture (after rotation and sample aspect ratio).
+    pub display_width: f64,
+    pub display_height: f64,
+    /// Output frame rate (num/den), from the stream's average rate, snapped and capped.
+    #[serde(skip)]
+    pub frame_rate: Rational,
+    pub fps: f64,
+    /// Start of the video in seconds (the job's time zero).
+    pub start_time: f64,
+    /// Duration of the video stream in seconds, when the container says.
+    pub duration: Option<f64>,
+    pub frames: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioInfo {
+    pub index: usize,
+    pub codec: String,
+    pub channels: u16,
+    pub sample_rate: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub container: String,
+    pub duration: Option<f64>,
+    pub bit_rate: Option<u64>,
+    pub video: VideoInfo,
+    pub audio: Option<AudioInfo>,
+}
+
+/// Refuses what is not a plain local file path before libavformat sees it.
+fn check_path(path: &Path) -> Result<()> {
+    let s = path.to_string_lossy();
+    if s.is_empty() {
+        return Err(JobError::invalid_request("source path is empty"));
+    }
+    // `http://…`, `concat:…`, `pipe:…`, `data:…`: a protocol prefix, refused whatever it is.
+    // (A path that merely contains a colon later on, like `/a/b:c.mp4`, is allowed.)
+    if let Some((scheme, _)) = s.split_once(':') {
+        if !scheme.is_empty()
+            && !scheme.contains('/')
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+        {
+            return Err(JobError::invalid_request(format!(
+                "source {s:?} looks like a URL or protocol ({scheme}:); only local files are read"
+            )));
+        }
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if matches!(ext.as_deref(), Some("m3u8" | "m3u" | "txt" | "ffconcat")) {
+        return Err(JobError::invalid_request(format!(
+            "source {s:?} is a playlist or list file; only single media files are read"
+        )));
+    }
+    Ok(())
+}
+
+fn seconds(ts: i64, tb: Rational) -> Option<f64> {
+    if ts == ffmpeg::ffi::AV_NOPTS_VALUE || tb.denominator() == 0 {
+        None
+    } else {
+        Some(ts as f64 * f64::from(tb))
+    }
+}
+
+/// Rotation in degrees clockwise from a display matrix (libavutil/display.c's
+/// `av_display_rotation_get`, negated and rounded to a quarter turn as the ffmpeg CLI does).
+fn rotation_from_matrix(bytes: &[u8]) -> u32 {
+    if bytes.len() < 36 {
+        return 0;
+    }
+    let m: Vec<f64> = bytes
+        .chunks_exact(4)
+        .take(9)
+        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]) as f64 / 65536.0)
+        .collect();
+    let s0 = m[0].hypot(m[3]);
+    let s1 = m[1].hypot(m[4]);
+    if s0 == 0.0 || s1 == 0.0 {
+        return 0;
+    }
+    let rotation = -(m[1] / s1).atan2(m[0] / s0).to_degrees();
+    let theta = (-rotation).round() as i64;
+    let quarter = ((theta.rem_euclid(360) + 45) / 90) % 4;
+    (quarter * 90) as u32
+}
+
+fn snap_frame_rate(r: Rational) -> Rational {
+    let fps = f64::from(r);
+    const COMMON: &[(i32, i32)] = &[
+        (24000, 1001),
+        (24, 1),
+        (25, 1),
+        (30000, 1001),
+        (30, 1),
+        (48, 1),
+        (50, 1),
+        (60000, 1001),
+        (60, 1),
+    ];
+    for &(n, d) in COMMON {
+        if (fps - n as f64 / d as f64).abs() < 0.01 {
+            return Rational::new(n, d);
+        }
+    }
+    if fps > MAX_FRAME_RATE {
+        return Rational::new(MAX_FRAME_RATE as i32, 1);
+    }
+    // Keep odd rates, but with a small denominator.
+    let den = 1000;
+    Rational::new((fps * den as f64).round() as i32, den).reduce()
+}
+
+fn valid_rate(r: Rational) -> bool {
+    r.numerator() > 0 && r.denominator() > 0 && {
+        let f = f64::from(r);
+        (1.0..=1000.0).contains(&f)
+    }
+}
+
+/// An opened source: the demuxer and what we learned about it.
+pub struct Source {
+    pub input: format::context::Input,
+    pub info: SourceInfo,
+}
+
+/// Opens `path` for reading with a protocol whitelist (`file`) and a container whitelist,
+/// and describes it. Errors carry the kind the job fails with.
+pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
+    check_path(path)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(JobError::source_not_found(format!(
+                "source {} does not exist",
+                path.display()
+            )))
+        }
+        Err(e) => {
+            return Err(JobError::source_not_found(format!(
+                "source {} cannot be read: {e}",
+                path.display()
+            )))
+        }
+    };
+    if !meta.is_file() {
+        return Err(JobError::source_not_found(format!(
+            "source {} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() == 0 {
+        return Err(JobError::invalid_media(format!(
+            "source {} is empty (0 bytes)",
+            path.display()
+        )));
+    }
+    crate::media::init()?;
+
+    let mut options = ffmpeg::Dictionary::new();
+    options.set("protocol_whitelist", "file");
+    options.set("format_whitelist", FORMAT_WHITELIST);
+    // The `file:` prefix makes libavformat treat every path as a file, whatever it contains.
+    let url = format!("file:{}", path.display());
+    let input = format::input_with_dictionary(&url, options).map_err(|e| {
+        JobError::invalid_media(format!(
+            "{} is not a readable media file ({e}); accepted containers: MP4/MOV, Matroska/WebM, \
+             AVI, MPEG-TS/PS, FLV, ASF, Ogg, MXF, raw H.264/HEVC",
+            path.display()
+        ))
+    })?;
+
+    let container = input.format().name().to_string();
+    let duration = if input.duration() > 0 {
+        Some(input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE))
+    } else {
+        None
+    };
+    let bit_rate = (input.bit_rate() > 0).then(|| input.bit_rate() as u64);
+
+    let video = input
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        .find(|s| {
+            !s.disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+        })
+        .ok_or_else(|| {
+            JobError::no_video_stream(format!(
+                "{} has no video stream (audio-only or cover art only)",
+                path.display()
+            ))
+        })?;
+
+    let vindex = video.index();
+    let codec_id = video.parameters().id();
+    if ffmpeg::decoder::find(codec_id).is_none() {
+        return Err(JobError::unsupported_codec(format!(
+            "no decoder for video codec {codec_id:?} in this FFmpeg build"
+        )));
+    }
+    let vctx = ffmpeg::codec::Context::from_parameters(video.parameters())
+        .map_err(|e| JobError::invalid_media(format!("video stream parameters: {e}")))?;
+    let vdec = vctx
+        .decoder()
+        .video()
+        .map_err(|e| JobError::invalid_media(format!("video stream: {e}")))?;
+    let (width, height) = (vdec.width(), vdec.height());
+    if width == 0 || height == 0 {
+        return Err(JobError::invalid_media(format!(
+            "{}: video stream has no picture size (corrupt or undecodable)",
+            path.display()
+        )));
+    }
+    if width > limits.max_width || height > limits.max_height {
+        return Err(JobError::limit_exceeded(format!(
+            "video is {width}x{height}, over the limit of {}x{}",
+            limits.max_width, limits.max_height
+        )));
+    }
+
+    let rotation = video
+        .side_data()
+        .find(|sd| sd.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)
+        .map(|sd| rotation_from_matrix(sd.data()))
+        .unwrap_or(0);
+    let sar = vdec.aspect_ratio();
+    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
+        f64::from(sar)
+    } else {
+        1.0
+    };
+    let (mut dw, mut dh) = (width as f64 * sar, height as f64);
+    if rotation % 180 == 90 {
+        std::mem::swap(&mut dw, &mut dh);
+    }
+
+    let rate = [video.avg_frame_rate(), video.rate()]
+        .into_iter()
+        .find(|r| valid_rate(*r))
+        .unwrap_or(Rational::new(25, 1));
+    let frame_rate = snap_frame_rate(rate);
+
+    let tb = video.time_base();
+    let start_time = seconds(video.start_time(), tb).unwrap_or(0.0);
+    let vduration = seconds(video.duration(), tb).filter(|d| *d > 0.0);
+    let longest = vduration.or(duration);
+    if let Some(d) = longest {
+        if d > limits.max_duration {
+            return Err(JobError::limit_exceeded(format!(
+                "video lasts {d:.1} s, over the limit of {:.0} s",
+                limits.max_duration
+            )));
+        }
+    }
+    let frames = (video.frames() > 0).then(|| video.frames() as u64);
+
+    let video_info = VideoInfo {
+        index: vindex,
+        codec: codec_id_name(codec_id),
+        width,
+        height,
+        pixel_format: format!("{:?}", vdec.format()).to_lowercase(),
+        rotation,
+        display_width: dw,
+        display_height: dh,
+        frame_rate,
+        fps: f64::from(frame_rate),
+        start_time,
+        duration: vduration,
+        frames,
+    };
+
+    let audio = input
+        .streams()
+        .best(media::Type::Audio)
+        .filter(|s| ffmpeg::decoder::find(s.parameters().id()).is_some())
+        .and_then(|s| {
+            let ctx = ffmpeg::codec::Context::from_parameters(s.parameters()).ok()?;
+            let a = ctx.decoder().audio().ok()?;
+            Some(AudioInfo {
+                index: s.index(),
+                codec: codec_id_name(s.parameters().id()),
+                channels: a.channels(),
+                sample_rate: a.rate(),
+            })
+        })
+        .filter(|a| a.sample_rate > 0);
+
+    let info = SourceInfo {
+        path: path.to_path_buf(),
+        size_bytes: meta.len(),
+        container,
+        duration,
+        bit_rate,
+        video: video_info,
+        audio,
+    };
+    Ok(Source { input, info })
+}
+
+fn codec_id_name(id: ffmpeg::codec::Id) -> String {
+    format!("{id:?}").to_lowercase()
+}
+
+/// Probes a source without decoding it (the `video.metadata` job and the manifest).
+pub fn probe(path: &Path, limits: &Limits) -> Result<SourceInfo> {
+    open(path, limits).map(|s| s.info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_like_and_playlist_sources_are_refused() {
+        for p in [
+            "http://example.com/a.mp4",
+            "concat:a.mp4|b.mp4",
+            "pipe:0",
+            "/tmp/list.m3u8",
+            "file:/etc/passwd",
+        ] {
+            let e = check_path(Path::new(p)).unwrap_err();
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidRequest, "{p}");
+        }
+        assert!(check_path(Path::new("/uploads/raw/video:1.mp4")).is_ok());
+        assert!(check_path(Path::new("relative/video.mp4")).is_ok());
+    }
+
+    fn matrix(a: i32, b: i32, c: i32, d: i32) -> Vec<u8> {
+        let m = [a, b, 0, c, d, 0, 0, 0, 1 << 30];
+        m.iter().flat_map(|v| v.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn display_matrix_rotation_is_read_as_the_ffmpeg_cli_does() {
+        let one = 1 << 16;
+        assert_eq!(rotation_from_matrix(&matrix(one, 0, 0, one)), 0);
+        // av_display_rotation_set(m, -90) — what a phone writes for portrait (rotate=90).
+        assert_eq!(rotation_from_matrix(&matrix(0, one, -one, 0)), 90);
+        assert_eq!(rotation_from_matrix(&matrix(0, -one, one, 0)), 270);
+        assert_eq!(rotation_from_matrix(&matrix(-one, 0, 0, -one)), 180);
+    }
+
+    #[test]
+    fn frame_rates_snap_to_broadcast_rates_and_cap_at_60() {
+        assert_eq!(
+            snap_frame_rate(Rational::new(1_800_000, 60_061)),
+            Rational::new(30000, 1001)
+        );
+        assert_eq!(snap_frame_rate(Rational::new(120, 1)), Rational::new(60, 1));
+        assert_eq!(snap_frame_rate(Rational::new(25, 1)), Rational::new(25, 1));
+    }
+}
