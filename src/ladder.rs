@@ -2,7 +2,7 @@
 //! no upscaling, the quality number applies to the shorter side of the displayed picture
 //! (so portrait and rotated phone videos keep their orientation), even output sizes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
 
@@ -76,7 +76,7 @@ pub struct RenditionPlan {
 }
 
 /// A requested quality that was not produced, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     pub quality: String,
     pub reason: String,

@@ -82,6 +82,22 @@ pub fn close_source(ctx: &mut ffmpeg::filter::Context, pts: i64) -> Result<(), f
     Ok(())
 }
 
+/// The frame rate the ffmpeg CLI would give a stream's output (`av_guess_frame_rate`: the base
+/// rate `r_frame_rate`, or the average one when the base rate is a timebase-like artefact).
+pub fn guess_frame_rate(input: &format::context::Input, stream_index: usize) -> ffmpeg::Rational {
+    // SAFETY: `input` is a valid opened input context; `stream_index` is checked against
+    // `nb_streams` before indexing; the third argument may be NULL per the API. The function
+    // takes non-const pointers but only reads the context and the stream.
+    unsafe {
+        let ctx = input.as_ptr() as *mut sys::AVFormatContext;
+        if stream_index >= (*ctx).nb_streams as usize {
+            return ffmpeg::Rational::new(0, 1);
+        }
+        let st = *(*ctx).streams.add(stream_index);
+        ffmpeg::Rational::from(sys::av_guess_frame_rate(ctx, st, ptr::null_mut()))
+    }
+}
+
 /// A new frame that references the same picture buffers (no pixel copy), with its own
 /// properties (pts, picture type) that the caller may change.
 pub fn frame_ref(src: &frame::Video) -> Result<frame::Video, ffmpeg::Error> {

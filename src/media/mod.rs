@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{JobError, Result};
 use crate::ladder::{Ladder, Quality, Skipped};
@@ -132,7 +132,7 @@ impl TranscodeRequest {
 }
 
 /// Where the pipeline is, for progress bars and `video.progress.<id>` events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Transcoding,
@@ -140,7 +140,7 @@ pub enum Stage {
 }
 
 /// A progress report from the decode loop (at most a few per second).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProgressTick {
     pub stage: Stage,
     /// Output frames handed to the encoders so far.
@@ -152,7 +152,7 @@ pub struct ProgressTick {
 }
 
 /// One rendition as produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenditionOutcome {
     pub quality: String,
     pub width: u32,
@@ -171,7 +171,7 @@ pub struct RenditionOutcome {
 
 /// The result of a successful transcode (printed by `--json`, stored in manifest.json,
 /// published in `video.processed`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub source: PathBuf,
     pub output_dir: PathBuf,

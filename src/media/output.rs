@@ -23,17 +23,76 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> JobError {
     JobError::output_io(format!("{what} {}: {e}", path.display()))
 }
 
-/// `.<name>.staging-<pid>-<n>` beside the target: same filesystem, so the final rename is
-/// atomic, and a dot name that a web server listing or a player will not pick up.
+fn target_name(target: &Path) -> String {
+    target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['/', '.', '-'], "_"))
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// `.<name>.staging-<host>-<pid>-<n>` beside the target: same filesystem, so the final rename
+/// is atomic; a dot name that a web server listing or a player will not pick up; and the
+/// owner's host and pid, so that the leftovers of a killed worker can be recognised.
 pub fn staging_path(target: &Path, tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
     let n = N.fetch_add(1, Ordering::Relaxed);
-    target.with_file_name(format!(".{name}.{tag}-{}-{n}", std::process::id()))
+    target.with_file_name(format!(
+        ".{}.{tag}-{}-{}-{n}",
+        target_name(target),
+        host_name(),
+        std::process::id()
+    ))
+}
+
+/// Removes staging directories of `target` left by workers on this host that no longer run
+/// (killed mid-job: SIGKILL, OOM). Those of live processes, or of other hosts sharing the
+/// filesystem, are left alone.
+pub fn sweep_stale(target: &Path) {
+    let Some(parent) = target.parent() else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let prefix = format!(".{}.", target_name(target));
+    let host = host_name();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(owner) = rest
+            .strip_prefix("staging-")
+            .or_else(|| rest.strip_prefix("old-"))
+        else {
+            continue;
+        };
+        // owner = <host>-<pid>-<n>
+        let mut parts = owner.rsplitn(3, '-');
+        let (_n, pid, h) = (parts.next(), parts.next(), parts.next());
+        let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if h != Some(host.as_str()) || pid == std::process::id() {
+            continue;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(dir = %entry.path().display(), "removing a dead worker's staging dir");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 impl Staging {
@@ -47,6 +106,7 @@ impl Staging {
                 target.display()
             )));
         }
+        sweep_stale(target);
         let path = staging_path(target, "staging");
         std::fs::create_dir(&path).map_err(|e| io("creating", &path, e))?;
         Ok(Staging {
@@ -221,5 +281,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("video-1")]);
+    }
+
+    #[test]
+    fn a_dead_workers_staging_dir_is_swept_and_a_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("v");
+        let host = host_name();
+        // pid 0x7ffffffe is above any pid_max: nobody runs there.
+        let dead = root.path().join(format!(".v.staging-{host}-2147483646-0"));
+        let live = root.path().join(format!(".v.staging-{host}-1-0"));
+        let other_host = root.path().join(".v.staging-elsewhere-2147483646-0");
+        for d in [&dead, &live, &other_host] {
+            std::fs::create_dir(d).unwrap();
+        }
+        sweep_stale(&target);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other_host.exists());
     }
 }

@@ -292,7 +292,8 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
         std::mem::swap(&mut dw, &mut dh);
     }
 
-    let rate = [video.avg_frame_rate(), video.rate()]
+    let guessed = crate::media::ffi::guess_frame_rate(&input, vindex);
+    let rate = [guessed, video.avg_frame_rate(), video.rate()]
         .into_iter()
         .find(|r| valid_rate(*r))
         .unwrap_or(Rational::new(25, 1));
