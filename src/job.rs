@@ -1,6 +1,451 @@
-//! The wire contract's small parsers shared by the CLI and the queue: thumbnail times.
+//! The wire contract: a job payload (`video.process`, `video.thumbnail`, `video.metadata`)
+//! parsed and validated into a [`Job`], the request fingerprint that makes redelivery
+//! idempotent, and the event payloads the worker publishes (`video.processed`,
+//! `video.failed`, `video.progress.<video_id>`). No NATS and no FFmpeg here: the queue
+//! side turns messages into these values, the media side never sees them.
 
-use crate::error::{JobError, Result};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ErrorKind, JobError, Result};
+use crate::ladder::Quality;
+use crate::media::{Stage, TranscodeRequest};
+
+/// What a job asks for; each kind has its own subject and durable consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// `video.process`: the full HLS ladder.
+    Process,
+    /// `video.thumbnail`: `thumbnail.jpg` only.
+    Thumbnail,
+    /// `video.metadata`: probe only; the result travels in `video.processed`.
+    Metadata,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 3] = [JobKind::Process, JobKind::Thumbnail, JobKind::Metadata];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Process => "process",
+            JobKind::Thumbnail => "thumbnail",
+            JobKind::Metadata => "metadata",
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The payload as producers send it (the platform guide's shape). Unknown fields are
+/// ignored; the encoding knobs at the end are this worker's extensions (tests and operators
+/// use them; the platform's producers do not send them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Vec<String>>,
+    /// `"00:00:05"` or a number of seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_time: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The producer's own data, echoed back in the events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gop_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+}
+
+/// Where jobs may read and write: `--allow-root` directories, canonicalised once at start.
+/// Empty means unconfined (the worker warns about it at start).
+#[derive(Debug, Clone, Default)]
+pub struct PathPolicy {
+    pub roots: Vec<PathBuf>,
+}
+
+impl PathPolicy {
+    /// Canonicalises each root; a root that does not exist is a configuration error.
+    pub fn new(roots: &[PathBuf]) -> std::io::Result<PathPolicy> {
+        let roots = roots
+            .iter()
+            .map(|r| {
+                r.canonicalize().map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("allowed root {}: {e}", r.display()))
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(PathPolicy { roots })
+    }
+
+    fn check(&self, what: &str, original: &str, resolved: &Path) -> Result<()> {
+        if self.roots.is_empty() || self.roots.iter().any(|r| resolved.starts_with(r)) {
+            return Ok(());
+        }
+        Err(JobError::invalid_request(format!(
+            "{what} {original:?} resolves to {} which is outside the allowed roots ({})",
+            resolved.display(),
+            self.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// The source after resolving `..` and symlinks; it must exist, be a regular file and
+    /// lie inside a root.
+    pub fn source(&self, text: &str) -> Result<PathBuf> {
+        let path = plain_path("source_path", text)?;
+        let resolved = match path.canonicalize() {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Still refuse a missing path outside the roots as such, not as "missing".
+                if let Some(outside) = self.resolve_missing(&path) {
+                    self.check("source_path", text, &outside)?;
+                }
+                return Err(JobError::source_not_found(format!(
+                    "source {text:?} does not exist"
+                )));
+            }
+            Err(e) => {
+                return Err(JobError::source_not_found(format!(
+                    "source {text:?} cannot be resolved: {e}"
+                )))
+            }
+        };
+        self.check("source_path", text, &resolved)?;
+        if !resolved.is_file() {
+            return Err(JobError::source_not_found(format!(
+                "source {text:?} is not a regular file"
+            )));
+        }
+        Ok(resolved)
+    }
+
+    /// The output directory: its deepest existing ancestor resolved (symlinks and `..`),
+    /// the rest appended as plain names. The output itself may not exist yet.
+    pub fn output(&self, text: &str) -> Result<PathBuf> {
+        let path = plain_path("output_path", text)?;
+        if path.file_name().is_none() {
+            return Err(JobError::invalid_request(format!(
+                "output_path {text:?} has no directory name"
+            )));
+        }
+        let resolved = self.resolve_missing(&path).ok_or_else(|| {
+            JobError::invalid_request(format!(
+                "output_path {text:?} cannot be resolved (\"..\" after a missing directory?)"
+            ))
+        })?;
+        self.check("output_path", text, &resolved)?;
+        if self.roots.iter().any(|r| r == &resolved) {
+            return Err(JobError::invalid_request(format!(
+                "output_path {text:?} is an allowed root itself; it would be replaced"
+            )));
+        }
+        Ok(resolved)
+    }
+
+    /// Canonicalises the deepest existing ancestor of `path` and appends the rest, which
+    /// must consist of plain names.
+    fn resolve_missing(&self, path: &Path) -> Option<PathBuf> {
+        let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
+        let mut cur = path;
+        loop {
+            if let Ok(base) = cur.canonicalize() {
+                let mut out = base;
+                for name in tail.iter().rev() {
+                    out.push(name);
+                }
+                return Some(out);
+            }
+            match cur.components().next_back() {
+                Some(Component::Normal(name)) => tail.push(name),
+                _ => return None,
+            }
+            cur = cur.parent()?;
+        }
+    }
+}
+
+/// An absolute, local path: no URL-like prefix, no NUL.
+fn plain_path(what: &str, text: &str) -> Result<PathBuf> {
+    if text.is_empty() {
+        return Err(JobError::invalid_request(format!("{what} is empty")));
+    }
+    if text.contains('\0') {
+        return Err(JobError::invalid_request(format!(
+            "{what} contains a NUL byte"
+        )));
+    }
+    let path = PathBuf::from(text);
+    if !path.is_absolute() {
+        return Err(JobError::invalid_request(format!(
+            "{what} {text:?} is not an absolute path"
+        )));
+    }
+    Ok(path)
+}
+
+/// `[A-Za-z0-9_-]{1,128}`: safe in a subject token, a file name and a log line. UUIDs fit.
+pub fn check_video_id(id: &str) -> Result<()> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(JobError::invalid_request(format!(
+            "invalid video_id {:?}: expected 1-128 characters from [A-Za-z0-9_-]",
+            truncate(id, 160)
+        )))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A validated job: every path resolved and confined, every value parsed.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub kind: JobKind,
+    pub video_id: String,
+    /// Canonical source path (inside the allowed roots).
+    pub source: PathBuf,
+    /// Output directory (its existing ancestor canonical, inside the allowed roots); unused
+    /// by metadata jobs.
+    pub output: PathBuf,
+    pub user_id: Option<String>,
+    pub qualities: Vec<Quality>,
+    pub thumbnail_time: f64,
+    pub callback_url: Option<String>,
+    pub metadata: Option<Value>,
+    pub segment_seconds: Option<f64>,
+    pub gop_seconds: Option<f64>,
+    pub preset: Option<String>,
+}
+
+impl Job {
+    /// Parses and validates a payload. Every failure is permanent by kind: malformed JSON,
+    /// a missing or invalid field, a path outside the roots are `invalid_request`; a
+    /// missing source is `source_not_found`.
+    pub fn parse(kind: JobKind, payload: &[u8], policy: &PathPolicy) -> Result<Job> {
+        let req: JobRequest = serde_json::from_slice(payload)
+            .map_err(|e| JobError::invalid_request(format!("malformed job JSON: {e}")))?;
+        Job::from_request(kind, req, policy)
+    }
+
+    pub fn from_request(kind: JobKind, req: JobRequest, policy: &PathPolicy) -> Result<Job> {
+        let required = |name: &str, v: &Option<String>| -> Result<String> {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(JobError::invalid_request(format!(
+                    "missing required field {name:?}"
+                ))),
+            }
+        };
+        let video_id = required("video_id", &req.video_id)?;
+        check_video_id(&video_id)?;
+        let source_text = required("source_path", &req.source_path)?;
+        // Metadata jobs write nothing: their output_path is optional.
+        let output_text = match kind {
+            JobKind::Metadata => req.output_path.clone().filter(|s| !s.trim().is_empty()),
+            _ => Some(required("output_path", &req.output_path)?),
+        };
+        let qualities = match &req.quality {
+            Some(list) => Quality::parse_list(list)?,
+            None => Quality::parse_list(crate::ladder::DEFAULT_QUALITIES)?,
+        };
+        let thumbnail_time = match &req.thumbnail_time {
+            None | Some(Value::Null) => 5.0,
+            Some(Value::String(s)) => parse_timestamp(s)?,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(v) if v.is_finite() && v >= 0.0 => v,
+                _ => {
+                    return Err(JobError::invalid_request(format!(
+                        "invalid thumbnail_time {n}"
+                    )))
+                }
+            },
+            Some(other) => {
+                return Err(JobError::invalid_request(format!(
+                    "invalid thumbnail_time {other}: expected \"HH:MM:SS\" or seconds"
+                )))
+            }
+        };
+        if let Some(url) = &req.callback_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(JobError::invalid_request(format!(
+                    "callback_url {:?} is not an http(s) URL",
+                    truncate(url, 200)
+                )));
+            }
+        }
+        // Paths last: the output is checked before the source so that a job naming a missing
+        // source outside the roots is refused for the roots.
+        let output = match &output_text {
+            Some(text) => policy.output(text)?,
+            None => PathBuf::new(),
+        };
+        let source = policy.source(&source_text)?;
+        Ok(Job {
+            kind,
+            video_id,
+            source,
+            output,
+            user_id: req.user_id,
+            qualities,
+            thumbnail_time,
+            callback_url: req.callback_url,
+            metadata: req.metadata,
+            segment_seconds: req.segment_seconds,
+            gop_seconds: req.gop_seconds,
+            preset: req.preset,
+        })
+    }
+}
+
+/// `video_id` from a payload that may not be valid as a whole (for the failed event of a
+/// rejected job), only when it is itself valid.
+pub fn peek_video_id(payload: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    let id = v.get("video_id")?.as_str()?;
+    check_video_id(id).ok()?;
+    Some(id.to_string())
+}
+
+/// Identifies a request and the source it was made from: sha256 over the canonical request
+/// (kind, paths, ladder, encoding settings) and the source's size and modification time.
+/// A redelivered job whose published output carries the same fingerprint is already done.
+pub fn fingerprint(kind: JobKind, video_id: &str, req: &TranscodeRequest) -> Result<String> {
+    let meta = std::fs::metadata(&req.source)
+        .map_err(|e| JobError::source_not_found(format!("source {}: {e}", req.source.display())))?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let canonical = serde_json::json!({
+        "v": 1,
+        "kind": kind,
+        "video_id": video_id,
+        "source": req.source,
+        "source_size": meta.len(),
+        "source_mtime_ns": mtime_ns.to_string(),
+        "output": req.output_dir,
+        "qualities": req.qualities.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+        "thumbnail_time": req.thumbnail_time,
+        "segment_seconds": req.segment_seconds,
+        "gop_seconds": req.gop_seconds,
+        "preset": req.preset,
+        "audio_bitrate": req.audio_bitrate,
+        "limits": req.limits,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `video.processed`: a job succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessedEvent {
+    pub video_id: String,
+    /// Which kind of job this was: `process`, `thumbnail` or `metadata`.
+    pub job: JobKind,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_playlist: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<PathBuf>,
+    /// The transcode's outcome (renditions, duration…) for `process`, the thumbnail's size
+    /// for `thumbnail`, the probe for `metadata`.
+    pub result: Value,
+    /// True when a redelivered job found its output already complete (not transcoded again).
+    pub reused_output: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The producer's `metadata`, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    pub attempt: u64,
+    pub stream_sequence: u64,
+    pub worker: String,
+    pub completed_at_unix: u64,
+}
+
+/// `video.failed`: a job failed for good (it also went to `video.dlq`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedEvent {
+    pub video_id: Option<String>,
+    pub job: JobKind,
+    pub kind: ErrorKind,
+    pub message: String,
+    /// Always true here: the job will not be retried. `retries_exhausted` says whether
+    /// the error itself was transient (and the attempts ran out).
+    pub permanent: bool,
+    pub retries_exhausted: bool,
+    pub attempt: u64,
+    pub max_deliver: i64,
+    pub stream_sequence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub worker: String,
+    pub failed_at_unix: u64,
+}
+
+/// `video.progress.<video_id>` (core NATS, not stored), at most once a second.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressEvent {
+    pub video_id: String,
+    pub job: JobKind,
+    pub stage: Stage,
+    pub percent: f64,
+    pub frames: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_frames: Option<u64>,
+    pub fps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+    pub attempt: u64,
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Parses `HH:MM:SS[.fff]`, `MM:SS[.fff]` or plain seconds (`5`, `5.5`) into seconds.
 pub fn parse_timestamp(text: &str) -> Result<f64> {
@@ -43,6 +488,100 @@ pub fn parse_timestamp(text: &str) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_ids() {
+        for ok in [
+            "a",
+            "d94b4f37-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+            "video_123",
+            &"x".repeat(128),
+        ] {
+            assert!(check_video_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "a.b", "a/b", "é", "*", ">", &"x".repeat(129)] {
+            assert!(check_video_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payload_errors_are_invalid_requests_or_missing_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let src = root.join("in.mp4");
+        std::fs::write(&src, b"x").unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&root)).unwrap();
+        let parse = |v: Value| Job::parse(JobKind::Process, v.to_string().as_bytes(), &policy);
+        let out = root.join("out").display().to_string();
+        let srcs = src.display().to_string();
+
+        let job = parse(serde_json::json!({"video_id": "v1", "source_path": srcs,
+            "output_path": out, "quality": ["720p"], "thumbnail_time": "00:00:02",
+            "unknown": 1}))
+        .unwrap();
+        assert_eq!(job.source, src);
+        assert_eq!(job.output, root.join("out"));
+        assert_eq!(job.thumbnail_time, 2.0);
+
+        let kind = |r: Result<Job>| r.unwrap_err().kind;
+        assert_eq!(
+            kind(Job::parse(JobKind::Process, b"{not json", &policy)),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "v1", "source_path": srcs})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "../x", "source_path": srcs,
+                "output_path": out})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "v1", "source_path": "/etc/passwd",
+                "output_path": out})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        let escape = format!("{}/../../tmp/x", root.display());
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "v1", "source_path": srcs,
+                "output_path": escape})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(parse(serde_json::json!({"video_id": "v1",
+                "source_path": root.join("missing.mp4"), "output_path": out}))),
+            ErrorKind::SourceNotFound
+        );
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "v1", "source_path": srcs,
+                "output_path": out, "quality": ["9000p"]})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        assert_eq!(
+            kind(parse(
+                serde_json::json!({"video_id": "v1", "source_path": srcs,
+                "output_path": root.join("link/out")})
+            )),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            peek_video_id(br#"{"video_id":"abc"}"#).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(peek_video_id(br#"{"video_id":"a b"}"#), None);
+    }
 
     #[test]
     fn timestamps_in_every_accepted_form() {

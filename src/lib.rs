@@ -4,8 +4,11 @@
 //!
 //! The map of the crate:
 //!
+//! - [`bench`]: `video-worker bench`: our pipeline against the CLI worker (seed-cli,
+//!   ffmpeg-single) and the libx264 floor, at equal quality; table, report.json, SVG chart.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
-//! - [`job`]: the wire contract's parsers (thumbnail times…).
+//! - [`job`]: the wire contract: job payload → validated `Job` (ids, confined paths), the
+//!   request fingerprint, the `video.processed` / `video.failed` / progress event payloads.
 //! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
 //! - [`media`]: everything that touches FFmpeg (no tokio inside):
 //!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
@@ -15,11 +18,16 @@
 //!   - `media::hls`: the MPEG-TS `Segmenter` and the playlists;
 //!   - `media::thumbnail`, `media::output` (staging dir, atomic publish, manifest);
 //!   - `media::ffi`: the one module with `unsafe` for what ffmpeg-next lacks.
+//! - [`queue`]: everything that touches NATS (no FFmpeg inside): connection, stream/consumer
+//!   setup with drift reports, the worker (`run`), events, dead letters, callbacks, `submit`,
+//!   `streams`.
 
+pub mod bench;
 pub mod error;
 pub mod job;
 pub mod ladder;
 pub mod media;
+pub mod queue;
 
 pub use error::{ErrorKind, JobError};
 

@@ -9,9 +9,14 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use video_worker::bench::{BenchArgs, Parity};
 use video_worker::job::parse_timestamp;
 use video_worker::ladder::Quality;
 use video_worker::media::{self, Limits, ProgressTick, TranscodeRequest};
+use video_worker::queue::status::StreamsArgs;
+use video_worker::queue::submit::SubmitArgs;
+use video_worker::queue::worker::WorkerArgs;
+use video_worker::queue::QueueError;
 use video_worker::JobError;
 
 #[derive(Parser)]
@@ -25,6 +30,16 @@ struct Cli {
 enum Command {
     /// Transcode one source into an HLS ladder (master + media playlists, segments, thumbnail).
     Transcode(TranscodeArgs),
+    /// Run the JetStream worker: pull jobs from video.process / video.thumbnail /
+    /// video.metadata, ack each when its output is complete.
+    Run(Box<WorkerArgs>),
+    /// Publish a job (deduplicated by video_id); with --wait, follow it to its outcome.
+    Submit(Box<SubmitArgs>),
+    /// Show stream, consumer and dead-letter state.
+    Streams(Box<StreamsArgs>),
+    /// Benchmark our pipeline against the CLI worker (seed-cli, ffmpeg-single) at equal quality:
+    /// table on stdout, report.json and chart.svg in --out. Exit status 3: quality parity failed.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Args)]
@@ -148,21 +163,172 @@ fn transcode(args: TranscodeArgs) -> ExitCode {
     }
 }
 
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping only on Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, QueueError> {
+    // Few threads: the async side only moves messages; the media work runs on its own threads.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| QueueError::Config(format!("starting the async runtime: {e}")))
+}
+
+fn queue_error(e: QueueError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(1)
+}
+
+fn run(args: WorkerArgs) -> ExitCode {
+    let result = runtime()
+        .and_then(|rt| rt.block_on(video_worker::queue::worker::run(args, shutdown_signal())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => queue_error(e),
+    }
+}
+
+fn submit(args: SubmitArgs) -> ExitCode {
+    let show = std::io::stderr().is_terminal() && !args.json;
+    let on_progress = move |p: &video_worker::job::ProgressEvent| {
+        if show {
+            eprint!(
+                "\r{}: {:>5.1}% {:?} {} frames {:.1} fps ETA {}   ",
+                p.video_id,
+                p.percent,
+                p.stage,
+                p.frames,
+                p.fps,
+                p.eta_seconds
+                    .map(|e| format!("{e:.0} s"))
+                    .unwrap_or_else(|| "?".into())
+            );
+        }
+    };
+    let result = runtime()
+        .and_then(|rt| rt.block_on(video_worker::queue::submit::submit(&args, &on_progress)));
+    if show {
+        eprintln!();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return queue_error(e),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!(
+            "submitted {} to {} (stream {} sequence {}{})",
+            report.video_id,
+            report.subject,
+            report.stream,
+            report.sequence,
+            if report.duplicate {
+                ", duplicate: already stored"
+            } else {
+                ""
+            }
+        );
+        if let Some(p) = &report.processed {
+            println!(
+                "processed by {} (attempt {}{}): {}",
+                p.worker,
+                p.attempt,
+                if p.reused_output {
+                    ", output reused"
+                } else {
+                    ""
+                },
+                p.master_playlist
+                    .as_ref()
+                    .or(p.thumbnail.as_ref())
+                    .map(|x| x.display().to_string())
+                    .unwrap_or_else(|| "metadata".into())
+            );
+        }
+        if let Some(f) = &report.failed {
+            println!("failed ({}): {} (attempt {})", f.kind, f.message, f.attempt);
+        }
+        if report.timed_out {
+            println!("timed out waiting for the outcome");
+        }
+    }
+    if report.succeeded(args.wait) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn streams(args: StreamsArgs) -> ExitCode {
+    let result = runtime().and_then(|rt| rt.block_on(video_worker::queue::status::streams(&args)));
+    match result {
+        Ok(status) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            } else {
+                println!("{status}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => queue_error(e),
+    }
+}
+
+fn bench(args: &BenchArgs) -> ExitCode {
+    match video_worker::bench::run(args) {
+        Ok(Parity::Passed) => ExitCode::SUCCESS,
+        Ok(Parity::Failed) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let version = video_worker::version_string();
     let matches = Cli::command().version(version).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The worker logs what it does; the one-shot commands only warnings.
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     match cli.command {
         Command::Transcode(args) => transcode(args),
+        Command::Run(args) => run(*args),
+        Command::Submit(args) => submit(*args),
+        Command::Streams(args) => streams(*args),
+        Command::Bench(args) => bench(&args),
     }
 }

@@ -1,0 +1,285 @@
+//! `video-worker submit`: publishes a job with `Nats-Msg-Id` = video_id (a second submit
+//! within the duplicate window is stored once), awaits the PubAck, and with `--wait`
+//! follows that job to its `video.processed` / `video.failed` event, showing progress.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::job::{self, FailedEvent, JobKind, JobRequest, ProcessedEvent, ProgressEvent};
+use crate::queue::connect::ConnectArgs;
+use crate::queue::events::Publisher;
+use crate::queue::setup::{self, Topology};
+use crate::queue::QueueError;
+
+/// `video-worker submit` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub topology: Topology,
+    /// Job JSON from this file (`-`: standard input). Flags below override its fields.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Job kind: the subject it goes to (`video.process`, `video.thumbnail`, `video.metadata`).
+    #[arg(long, value_enum, default_value = "process")]
+    pub kind: JobKind,
+    #[arg(long)]
+    pub video_id: Option<String>,
+    /// Source file path, as the worker sees it.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Output directory, as the worker sees it.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Qualities, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub quality: Vec<String>,
+    #[arg(long)]
+    pub thumbnail_time: Option<String>,
+    #[arg(long)]
+    pub user_id: Option<String>,
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    #[arg(long)]
+    pub segment_seconds: Option<f64>,
+    #[arg(long)]
+    pub gop_seconds: Option<f64>,
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Wait for the job's outcome; exit 0 only on success.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600.0)]
+    pub timeout: f64,
+    /// Do not create the stream when it is missing.
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Print one JSON object (the PubAck, and with --wait the event) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a submit ended.
+#[derive(Debug, Serialize)]
+pub struct SubmitReport {
+    pub video_id: String,
+    pub subject: String,
+    pub stream: String,
+    pub sequence: u64,
+    /// True when the same video_id was submitted within the duplicate window: not stored
+    /// again.
+    pub duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processed: Option<ProcessedEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedEvent>,
+    pub timed_out: bool,
+}
+
+impl SubmitReport {
+    /// Success: stored, and with --wait, processed.
+    pub fn succeeded(&self, waited: bool) -> bool {
+        !waited || self.processed.is_some()
+    }
+}
+
+/// Builds the payload: file or stdin first, flags on top.
+fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>), QueueError> {
+    let mut req: JobRequest = match &args.file {
+        Some(path) => {
+            let mut text = Vec::new();
+            if path.as_os_str() == "-" {
+                std::io::stdin()
+                    .read_to_end(&mut text)
+                    .map_err(|e| QueueError::Config(format!("reading stdin: {e}")))?;
+            } else {
+                text = std::fs::read(path)
+                    .map_err(|e| QueueError::Config(format!("{}: {e}", path.display())))?;
+            }
+            serde_json::from_slice(&text)
+                .map_err(|e| QueueError::Config(format!("job JSON: {e}")))?
+        }
+        None => JobRequest::default(),
+    };
+    let set = |field: &mut Option<String>, v: &Option<String>| {
+        if v.is_some() {
+            field.clone_from(v);
+        }
+    };
+    set(&mut req.video_id, &args.video_id);
+    set(&mut req.source_path, &args.source);
+    set(&mut req.output_path, &args.output);
+    set(&mut req.user_id, &args.user_id);
+    set(&mut req.callback_url, &args.callback_url);
+    set(&mut req.preset, &args.preset);
+    if !args.quality.is_empty() {
+        req.quality = Some(args.quality.clone());
+    }
+    if let Some(t) = &args.thumbnail_time {
+        req.thumbnail_time = Some(Value::String(t.clone()));
+    }
+    if args.segment_seconds.is_some() {
+        req.segment_seconds = args.segment_seconds;
+    }
+    if args.gop_seconds.is_some() {
+        req.gop_seconds = args.gop_seconds;
+    }
+    let video_id = req.video_id.clone().ok_or_else(|| {
+        QueueError::Config("video_id is required (--video-id or in the JSON)".into())
+    })?;
+    job::check_video_id(&video_id).map_err(|e| QueueError::Config(e.message))?;
+    if req.source_path.is_none() {
+        return Err(QueueError::Config(
+            "source_path is required (--source or in the JSON)".into(),
+        ));
+    }
+    if req.output_path.is_none() && args.kind != JobKind::Metadata {
+        return Err(QueueError::Config(
+            "output_path is required (--output or in the JSON)".into(),
+        ));
+    }
+    let bytes = serde_json::to_vec(&req).map_err(|e| QueueError::Config(e.to_string()))?;
+    Ok((video_id, bytes))
+}
+
+/// Publishes the job and, with `--wait`, follows it. `on_progress` sees each progress event.
+pub async fn submit(
+    args: &SubmitArgs,
+    on_progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<SubmitReport, QueueError> {
+    let (video_id, bytes) = payload(args)?;
+    let (client, _events) = args.connect.connect().await?;
+    let publisher = Publisher::new(client.clone());
+    let topology = &args.topology;
+    if !args.no_setup {
+        let mut report = setup::SetupReport::default();
+        setup::ensure_stream(&publisher.js, &topology.stream_config(), &mut report).await?;
+        setup::ensure_stream(&publisher.js, &topology.dlq_config(), &mut report).await?;
+        for d in &report.drift {
+            tracing::warn!("config drift, left as it is: {d}");
+        }
+    }
+    // Subscribed before publishing, so no progress event is missed.
+    let mut progress = client
+        .subscribe(topology.progress_subject(&video_id))
+        .await
+        .map_err(QueueError::nats("subscribing to progress"))?;
+    let subject = topology.job_subject(args.kind);
+    let ack = publisher
+        .stored(&subject, &video_id, None, bytes.into())
+        .await?;
+    let mut report = SubmitReport {
+        video_id: video_id.clone(),
+        subject,
+        stream: ack.stream.clone(),
+        sequence: ack.sequence,
+        duplicate: ack.duplicate,
+        processed: None,
+        failed: None,
+        timed_out: false,
+    };
+    if !args.wait {
+        return Ok(report);
+    }
+
+    // The outcome is stored after the job in the same stream and names the job's sequence:
+    // read the stream from there (this also finds the outcome of a duplicate submit that
+    // finished before we started).
+    let stream = publisher
+        .js
+        .get_stream_no_info(&topology.stream)
+        .await
+        .map_err(QueueError::nats("opening the stream"))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: ack.sequence,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(QueueError::nats("creating an ordered consumer"))?;
+    let reader = consumer.cached_info().name.clone();
+    let mut events = consumer
+        .messages()
+        .await
+        .map_err(QueueError::nats("reading events"))?;
+    let (processed_subject, failed_subject) =
+        (topology.processed_subject(), topology.failed_subject());
+    let outcome = follow(
+        &mut report,
+        &mut events,
+        &mut progress,
+        (&processed_subject, &failed_subject),
+        args.timeout,
+        on_progress,
+    )
+    .await;
+    drop(events);
+    // Tidy: the ordered consumer would otherwise linger until its inactivity threshold.
+    let _ = stream.delete_consumer(&reader).await;
+    outcome.map(|()| report)
+}
+
+/// Reads the stream (and progress) until the job's outcome, or the timeout.
+async fn follow(
+    report: &mut SubmitReport,
+    events: &mut async_nats::jetstream::consumer::pull::Ordered,
+    progress: &mut async_nats::Subscriber,
+    (processed_subject, failed_subject): (&str, &str),
+    timeout: f64,
+    on_progress: &(dyn Fn(&ProgressEvent) + Sync),
+) -> Result<(), QueueError> {
+    let sequence = report.sequence;
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(timeout.max(0.0)));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                report.timed_out = true;
+                return Ok(());
+            }
+            p = progress.next() => {
+                if let Some(p) = p {
+                    if let Ok(ev) = serde_json::from_slice::<ProgressEvent>(&p.payload) {
+                        on_progress(&ev);
+                    }
+                }
+            }
+            m = events.next() => {
+                let m = match m {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "reading events");
+                        continue;
+                    }
+                    None => return Err(QueueError::Nats("event stream ended".into())),
+                };
+                let subject = m.subject.as_str();
+                if subject == processed_subject {
+                    if let Ok(ev) = serde_json::from_slice::<ProcessedEvent>(&m.payload) {
+                        if ev.stream_sequence == sequence {
+                            report.processed = Some(ev);
+                            return Ok(());
+                        }
+                    }
+                } else if subject == failed_subject {
+                    if let Ok(ev) = serde_json::from_slice::<FailedEvent>(&m.payload) {
+                        if ev.stream_sequence == sequence {
+                            report.failed = Some(ev);
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
