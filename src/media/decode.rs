@@ -23,9 +23,9 @@ use crate::media::{ffi, split_threads, thumbnail, ProgressTick, Stage, Transcode
 /// Decoded frames waiting per rendition. A 1080p frame is 3 MB; the frames are shared, so
 /// this bounds memory at roughly (depth + decoder delay) frames whatever the video's length,
 /// while giving a rendition that briefly falls behind some slack.
-const FRAME_QUEUE: usize = 8;
+pub const FRAME_QUEUE: usize = 8;
 /// AAC packets waiting per rendition (~5 s of audio at 1024 samples/48 kHz; packets are small).
-const AUDIO_QUEUE: usize = 256;
+pub const AUDIO_QUEUE: usize = 256;
 /// Progress callbacks at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 

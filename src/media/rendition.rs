@@ -223,7 +223,8 @@ pub fn run(
 
 /// Scales (and converts to 8-bit 4:2:0) into a new frame; a frame already at the right size
 /// and format is referenced, not copied. The scaler is rebuilt when the input changes.
-fn scale(
+/// Public for the overhead micro-benchmark (benches/pipeline_overhead.rs).
+pub fn scale(
     scaler: &mut Option<scaling::Context>,
     src: &frame::Video,
     w: u32,

@@ -102,6 +102,11 @@ impl Segmenter {
         // samples) above zero instead of wrapping the 33-bit clock.
         opts.set("avoid_negative_ts", "disabled");
         opts.set("max_delay", "700000");
+        // PAT/PMT once per segment (written at its start by `resend_headers` on each swap),
+        // not every 0.1 s as the muxer's default: hlsenc.c does the same. The default costs
+        // ~27 kb/s per rendition, 5 % of a 240p stream.
+        opts.set("pat_period", "1000000");
+        opts.set("sdt_period", "1000000");
         octx.write_header_with(opts)
             .map_err(|e| io_err(&first, "writing the header of", e))?;
         let video_out_tb = octx
