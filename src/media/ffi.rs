@@ -111,6 +111,13 @@ pub fn frame_ref(src: &frame::Video) -> Result<frame::Video, ffmpeg::Error> {
     Ok(dst)
 }
 
+/// True when nobody else references the frame's buffers (the encoder has let go of them),
+/// so the frame can be written again instead of allocating a new one.
+pub fn is_writable(frame: &mut frame::Video) -> bool {
+    // SAFETY: a valid AVFrame we own; `av_frame_is_writable` only reads buffer refcounts.
+    unsafe { sys::av_frame_is_writable(frame.as_mut_ptr()) > 0 }
+}
+
 /// What the encoder really runs with after `avcodec_open2` (which ignores unknown options
 /// silently): read back so the pipeline can check and report it.
 #[derive(Debug, Clone, Copy, serde::Serialize)]

@@ -146,6 +146,9 @@ pub fn run(
         job.seg_frames,
     )?;
     let mut scaler: Option<scaling::Context> = None;
+    // The previous output frame, kept for reuse once the encoder has released its buffers
+    // (FFmpeg's scale filter recycles buffers from a pool the same way).
+    let mut spare: Option<frame::Video> = None;
     let mut avc_codec: Option<String> = None;
     let mut frames_in = 0u64;
     let (w, h) = (job.plan.width, job.plan.height);
@@ -185,7 +188,7 @@ pub fn run(
         }
         if let Some(src) = next_frame {
             frames_in += 1;
-            let mut out = scale(&mut scaler, &src.frame, w, h)?;
+            let mut out = scale_into(&mut scaler, &src.frame, w, h, spare.take())?;
             out.set_pts(Some(src.index as i64));
             out.set_kind(if src.force_idr {
                 picture::Type::I
@@ -196,6 +199,9 @@ pub fn run(
                 .send_frame(&out)
                 .map_err(|e| JobError::internal(format!("libx264 {}: {e}", job.plan.name)))?;
             drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec)?;
+            if ffi::is_writable(&mut out) {
+                spare = Some(out);
+            }
         }
     }
     if abort.load(Ordering::Relaxed) {
@@ -230,6 +236,17 @@ pub fn scale(
     w: u32,
     h: u32,
 ) -> Result<frame::Video> {
+    scale_into(scaler, src, w, h, None)
+}
+
+/// `scale`, writing into `reuse` when it is a frame of the output size and format.
+fn scale_into(
+    scaler: &mut Option<scaling::Context>,
+    src: &frame::Video,
+    w: u32,
+    h: u32,
+    reuse: Option<frame::Video>,
+) -> Result<frame::Video> {
     if src.format() == format::Pixel::YUV420P && src.width() == w && src.height() == h {
         return ffi::frame_ref(src).map_err(|e| JobError::internal(format!("frame ref: {e}")));
     }
@@ -252,7 +269,9 @@ pub fn scale(
             .map_err(|e| JobError::internal(format!("scaler: {e}")))?,
         );
     }
-    let mut out = frame::Video::empty();
+    let mut out = reuse
+        .filter(|f| f.width() == w && f.height() == h && f.format() == format::Pixel::YUV420P)
+        .unwrap_or_else(frame::Video::empty);
     if let Some(s) = scaler.as_mut() {
         s.run(src, &mut out)
             .map_err(|e| JobError::internal(format!("scaling: {e}")))?;
