@@ -72,7 +72,7 @@ pub struct Setup {
     pub segment_frames: u64,
     pub segment_seconds: f64,
     pub gop_seconds: f64,
-    /// Decoder threads, as our pipeline gives its one decoder.
+    /// Decoder threads of the CLI baselines and the floor's decode (frame threading).
     pub decoder_threads: usize,
     pub has_audio: bool,
     pub audio_bitrate: u64,
