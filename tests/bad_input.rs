@@ -305,3 +305,52 @@ fn output_dir_under_a_regular_file_is_output_io() {
         "the blocking file must be left alone"
     );
 }
+
+/// A small filesystem that fills up while segments are being written: the job must fail as
+/// `output_io` with the disk's own reason (not as a rendition that merely "stopped"), and leave
+/// nothing on the full disk. Mounting needs root, which CI has; elsewhere the test says so.
+#[test]
+fn disk_filling_up_mid_job_is_output_io_and_leaves_nothing() {
+    // SAFETY: geteuid has no preconditions and only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED disk_filling_up_mid_job…: mounting a tmpfs needs root (CI runs as root)"
+        );
+        return;
+    }
+    let tmp = scratch_dir();
+    let source = h264_aac_mp4(tmp.path(), "upload.mp4", 640, 360, 5.0);
+    let disk = tmp.path().join("small-disk");
+    fs::create_dir(&disk).expect("mount point");
+    // 300 KiB holds the first segments of a 640x360 ladder but not the whole job.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=300k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "root could not mount a tmpfs at {}",
+        disk.display()
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&disk);
+
+    let options = ["--quality", "360p,240p", "--segment-seconds", "1"];
+    let error = assert_refused(&source, &disk.join("out"), &options, &["output_io"]);
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device"),
+        "the error must name the cause: {message}"
+    );
+    let left: Vec<_> = fs::read_dir(&disk).expect("read disk").collect();
+    assert!(
+        left.is_empty(),
+        "the full disk must be left empty: {left:?}"
+    );
+}

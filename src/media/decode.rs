@@ -194,9 +194,17 @@ pub fn run(
                 }
             }
         }
-        decoded?;
-        if let Some(e) = first_error {
-            return Err(e);
+        // The cause comes first: when a rendition failed (disk full…), the decode loop only saw
+        // its channel close and reports "cancelled"; the rendition's error is the real one.
+        match (decoded, first_error) {
+            (Err(d), Some(r))
+                if d.kind == ErrorKind::Cancelled && !cancel.load(Ordering::Relaxed) =>
+            {
+                return Err(r)
+            }
+            (Err(d), _) => return Err(d),
+            (Ok(()), Some(r)) => return Err(r),
+            (Ok(()), None) => {}
         }
         if results.len() != ladder.renditions.len() {
             return Err(JobError::internal("a rendition stopped without a result"));
