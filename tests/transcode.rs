@@ -475,3 +475,46 @@ fn rerun_into_an_existing_output_replaces_it() {
     names.sort();
     assert_eq!(names, ["hls", "upload.mp4"]);
 }
+
+#[test]
+fn bt709_source_keeps_its_colour_description_in_every_rendition() {
+    let tmp = scratch_dir();
+    let mut output = x264("yuv420p");
+    output.extend([
+        "-colorspace",
+        "bt709",
+        "-color_primaries",
+        "bt709",
+        "-color_trc",
+        "bt709",
+        "-color_range",
+        "tv",
+    ]);
+    let source = make_fixture(
+        tmp.path(),
+        "hd.mp4",
+        &[test_picture(1280, 720, "25", 2.0)],
+        &output,
+    );
+    let out = tmp.path().join("hls");
+    let result = transcode_ok(&source, &out, &options("480p,240p"));
+    let hls = assert_valid_hls(
+        &source,
+        &out,
+        &result,
+        &Expect::ladder(&["480p", "240p"]).without_audio(),
+    );
+    // Without the tags a player assumes BT.601 for SD sizes and shifts the colours.
+    for rendition in &hls.renditions {
+        for segment in &rendition.segments {
+            for key in ["color_space", "color_primaries", "color_transfer"] {
+                assert_eq!(
+                    segment.video[key], "bt709",
+                    "{} {key}: {}",
+                    segment.uri, segment.video
+                );
+            }
+            assert_eq!(segment.video["color_range"], "tv", "{}", segment.uri);
+        }
+    }
+}

@@ -103,6 +103,7 @@ pub fn run(
                 threads,
                 dir: dir.to_path_buf(),
                 audio: audio.as_ref().map(|a| a.spec()),
+                color: info.video.color.for_sdr_output(),
             },
             frx,
             arx,

@@ -57,9 +57,33 @@ pub struct VideoInfo {
     pub fps: f64,
     /// Start of the video in seconds (the job's time zero).
     pub start_time: f64,
+    /// Colour description to carry into the renditions' VUI.
+    #[serde(skip)]
+    pub color: ColorTags,
     /// Duration of the video stream in seconds, when the container says.
     pub duration: Option<f64>,
     pub frames: Option<u64>,
+}
+
+/// The source's colour description (matrix, primaries, transfer), as the ffmpeg CLI carries it
+/// from decoder to encoder. Scaling keeps the matrix, so the tags stay true for every rendition.
+#[derive(Debug, Clone, Copy)]
+pub struct ColorTags {
+    pub space: ffmpeg::color::Space,
+    pub primaries: ffmpeg::color::Primaries,
+    pub transfer: ffmpeg::color::TransferCharacteristic,
+}
+
+impl ColorTags {
+    /// The tags to write into an 8-bit SDR rendition: PQ and HLG sources are not tone-mapped
+    /// here, so claiming their transfer (or BT.2020) would mislead players; those stay unset.
+    pub fn for_sdr_output(self) -> Option<ColorTags> {
+        use ffmpeg::color::TransferCharacteristic as T;
+        match self.transfer {
+            T::SMPTE2084 | T::ARIB_STD_B67 => None,
+            _ => Some(self),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -325,6 +349,11 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
         frame_rate,
         fps: f64::from(frame_rate),
         start_time,
+        color: ColorTags {
+            space: vdec.color_space(),
+            primaries: vdec.color_primaries(),
+            transfer: vdec.color_transfer_characteristic(),
+        },
         duration: vduration,
         frames,
     };

@@ -15,6 +15,7 @@ use crate::ladder::RenditionPlan;
 use crate::media::audio::AudioStreamSpec;
 use crate::media::ffi::{self, EffectiveRate};
 use crate::media::hls::{Segment, Segmenter};
+use crate::media::probe::ColorTags;
 
 /// A decoded (and oriented, constant-rate) source frame, shared read-only by every rendition.
 pub struct SourceFrame {
@@ -35,6 +36,8 @@ pub struct RenditionJob {
     pub threads: usize,
     pub dir: PathBuf,
     pub audio: Option<AudioStreamSpec>,
+    /// Colour tags for the VUI (None: leave unspecified).
+    pub color: Option<ColorTags>,
 }
 
 /// What a rendition thread produced.
@@ -99,6 +102,13 @@ fn open_encoder(job: &RenditionJob) -> Result<(encoder::Video, EffectiveRate)> {
     // Capped VBR as in the platform's ladder: maxrate ≈ 1.1× the target, buffer ≈ 2×.
     enc.set_max_bit_rate((p.bitrate * 11 / 10) as usize);
     enc.set_gop(job.gop_frames as u32);
+    // swscale writes limited-range 4:2:0; the source's matrix/primaries/transfer carry over.
+    enc.set_color_range(ffmpeg::color::Range::MPEG);
+    if let Some(c) = job.color {
+        enc.set_colorspace(c.space);
+        enc.set_color_primaries(c.primaries);
+        enc.set_color_transfer_characteristic(c.transfer);
+    }
 
     let mut opts = ffmpeg::Dictionary::new();
     opts.set("preset", &job.preset);
