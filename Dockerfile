@@ -47,11 +47,11 @@ RUN apt-get update \
 COPY --from=builder /out/video-worker /usr/local/bin/video-worker
 # Fails the image build if a shared library the binary needs is missing from the list above.
 RUN video-worker --version
-COPY README.md vendor-notes.md /usr/share/doc/video-worker/
+COPY LICENSE README.md vendor-notes.md /usr/share/doc/video-worker/
 
 LABEL org.opencontainers.image.title="video-worker" \
       org.opencontainers.image.description="In-process HLS transcoding worker fed by NATS JetStream" \
-      org.opencontainers.image.licenses="GPL-2.0-or-later"
+      org.opencontainers.image.licenses="GPL-3.0-or-later"
 
 # Numeric, so that orchestrators can verify it is not root without reading /etc/passwd.
 USER 10001:10001
