@@ -147,7 +147,7 @@ impl ConnectArgs {
                     return Ok((client, events));
                 }
                 Err(e) => {
-                    let kind = e.kind();
+                    let kind = effective_kind(&e);
                     let fatal = matches!(
                         kind,
                         ConnectErrorKind::AuthorizationViolation
@@ -175,11 +175,40 @@ impl ConnectArgs {
     }
 }
 
+/// The error's kind, except that a failed TLS handshake (bad or unknown server certificate,
+/// client certificate refused, plain server with --nats-require-tls), which async-nats reports
+/// as `Io` with the rustls error inside, is classed as `Tls`: not retried, and explained.
+fn effective_kind(e: &async_nats::ConnectError) -> ConnectErrorKind {
+    let kind = e.kind();
+    if kind != ConnectErrorKind::Io {
+        return kind;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        // io::Error::source() skips the error it wraps: look inside with get_ref().
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if err.is::<async_nats::rustls::Error>()
+            || inner.is_some_and(|i| i.is::<async_nats::rustls::Error>())
+        {
+            return ConnectErrorKind::Tls;
+        }
+        source = err.source();
+    }
+    kind
+}
+
 fn describe_connect_error(kind: ConnectErrorKind, raw: &str) -> String {
     match kind {
         ConnectErrorKind::AuthorizationViolation => format!(
             "the server refused the credentials (authorization violation): check --nats-user/\
              --nats-password, --nats-token, --nats-nkey-seed or --nats-creds ({raw})"
+        ),
+        ConnectErrorKind::Authentication => format!(
+            "cannot sign the server's nonce: --nats-nkey-seed (or the seed in --nats-creds) \
+             is not a valid NKey seed (SU…) ({raw})"
         ),
         ConnectErrorKind::Tls => {
             format!("TLS failed: check --nats-ca, --nats-cert/--nats-key ({raw})")
