@@ -129,9 +129,28 @@ pub fn advisory_subject(stream: &str, consumer: &str) -> String {
     format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}")
 }
 
-/// Listens to the max-deliveries advisory of one consumer until the connection closes or
+/// Subscribes to the max-deliveries advisory of one consumer. Call it before the first pull:
+/// a pull is what makes the server notice a job's deliveries are exhausted and send the
+/// advisory, and the SUB must reach the server first (same connection, so in order).
+pub async fn subscribe_max_deliveries(
+    publisher: &Publisher,
+    topology: &Topology,
+    kind: JobKind,
+) -> Result<async_nats::Subscriber, QueueError> {
+    let subject = advisory_subject(&topology.stream, topology.consumer_name(kind));
+    publisher
+        .client
+        .subscribe(subject)
+        .await
+        .map_err(QueueError::nats(
+            "subscribing to the max-deliveries advisory",
+        ))
+}
+
+/// Handles the max-deliveries advisories of one consumer until the connection closes or
 /// `stop` fires. Every worker listens; the `Nats-Msg-Id`s make their copies one.
 pub async fn watch_max_deliveries(
+    mut sub: async_nats::Subscriber,
     publisher: Publisher,
     topology: std::sync::Arc<Topology>,
     kind: JobKind,
@@ -139,15 +158,6 @@ pub async fn watch_max_deliveries(
     worker: String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), QueueError> {
-    let consumer = topology.consumer_name(kind).to_string();
-    let subject = advisory_subject(&topology.stream, &consumer);
-    let mut sub = publisher
-        .client
-        .subscribe(subject.clone())
-        .await
-        .map_err(QueueError::nats(
-            "subscribing to the max-deliveries advisory",
-        ))?;
     loop {
         let msg = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),

@@ -247,7 +247,10 @@ pub async fn run(
 
     let mut watchers = Vec::new();
     for lane in &lanes {
+        // Subscribed here, before any pull (see `subscribe_max_deliveries`).
+        let sub = dlq::subscribe_max_deliveries(&publisher, &topology, lane.kind).await?;
         watchers.push(tokio::spawn(dlq::watch_max_deliveries(
+            sub,
             publisher.clone(),
             Arc::clone(&topology),
             lane.kind,
