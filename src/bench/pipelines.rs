@@ -282,19 +282,23 @@ fn split_scale_graph(rungs: &[Rung]) -> String {
     g
 }
 
+/// `-threads N -i SRC`: the source, decoded with the CLI baselines' decoder thread count.
+fn decoded_source(setup: &Setup) -> [String; 4] {
+    [
+        s("-threads"),
+        s(setup.decoder_threads),
+        s("-i"),
+        path(&setup.source),
+    ]
+}
+
 /// One `ffmpeg` for the whole ladder with our settings: decoder threads, split + scale,
 /// x264 per rendition with our thread split, AAC mapped into every variant, 6 s segments on
 /// the same keyframe grid, `-var_stream_map` and a master playlist.
 pub fn ffmpeg_single_args(setup: &Setup, dir: &Path) -> Vec<String> {
     let mut a = ffmpeg_prelude();
-    a.extend([
-        s("-threads"),
-        s(setup.decoder_threads),
-        s("-i"),
-        path(&setup.source),
-        s("-filter_complex"),
-        split_scale_graph(&setup.rungs),
-    ]);
+    a.extend(decoded_source(setup));
+    a.extend([s("-filter_complex"), split_scale_graph(&setup.rungs)]);
     for i in 0..setup.rungs.len() {
         a.extend([s("-map"), format!("[v{i}]")]);
     }
@@ -379,14 +383,8 @@ pub fn in_process_args(setup: &Setup, qualities: &[String], dir: &Path) -> Vec<S
 /// one `yuv420p` file per rendition.
 pub fn prescale_args(setup: &Setup, raw: &[PathBuf]) -> Vec<String> {
     let mut a = ffmpeg_prelude();
-    a.extend([
-        s("-threads"),
-        s(setup.decoder_threads),
-        s("-i"),
-        path(&setup.source),
-        s("-filter_complex"),
-        split_scale_graph(&setup.rungs),
-    ]);
+    a.extend(decoded_source(setup));
+    a.extend([s("-filter_complex"), split_scale_graph(&setup.rungs)]);
     for (i, file) in raw.iter().enumerate() {
         a.extend([
             s("-map"),
@@ -401,18 +399,12 @@ pub fn prescale_args(setup: &Setup, raw: &[PathBuf]) -> Vec<String> {
     a
 }
 
-/// The floor's decode: the source decoded once, with our decoder thread count, nothing else.
+/// The floor's decode: the source decoded once, with the baselines' decoder thread count,
+/// nothing else.
 pub fn floor_decode_args(setup: &Setup) -> Vec<String> {
     let mut a = ffmpeg_prelude();
-    a.extend([
-        s("-threads"),
-        s(setup.decoder_threads),
-        s("-i"),
-        path(&setup.source),
-        s("-f"),
-        s("null"),
-        s("-"),
-    ]);
+    a.extend(decoded_source(setup));
+    a.extend([s("-f"), s("null"), s("-")]);
     a
 }
 
