@@ -1,6 +1,6 @@
 //! The wire contract: a job payload (`video.process`, `video.thumbnail`, `video.metadata`)
-//! parsed and validated into a [`Job`], the request fingerprint that makes redelivery
-//! idempotent, and the event payloads the worker publishes (`video.processed`,
+//! parsed and validated into a [`Job`] (sizes bounded, paths confined, the output checked
+//! against what it would replace), and the event payloads the worker publishes (`video.processed`,
 //! `video.failed`, `video.progress.<video_id>`). No NATS and no FFmpeg here: the queue
 //! side turns messages into these values, the media side never sees them.
 
@@ -8,11 +8,19 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::error::{ErrorKind, JobError, Result};
 use crate::ladder::Quality;
-use crate::media::{Stage, TranscodeRequest};
+use crate::media::output::{check_replaceable, Claim};
+use crate::media::Stage;
+
+/// Largest job payload accepted. A real job is well under 2 KiB; nats-server's default
+/// `max_payload` is 1 MiB, and every event echoes parts of the job, so a huge payload could
+/// be accepted here and then make each of its events unpublishable.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Largest `metadata` (serialised) accepted: it is echoed into `video.processed` and the
+/// callback, which must stay far below the server's 1 MiB `max_payload`.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// What a job asks for; each kind has its own subject and durable consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,18 +104,22 @@ impl PathPolicy {
         Ok(PathPolicy { roots })
     }
 
+    /// Refuses a resolved path outside the roots. The message names only the job's own text:
+    /// failed events are public, the server's layout and its roots are not (they are logged).
     fn check(&self, what: &str, original: &str, resolved: &Path) -> Result<()> {
         if self.roots.is_empty() || self.roots.iter().any(|r| resolved.starts_with(r)) {
             return Ok(());
         }
+        tracing::warn!(
+            field = what,
+            path = original,
+            resolved = %resolved.display(),
+            roots = ?self.roots,
+            "job path outside the allowed roots"
+        );
         Err(JobError::invalid_request(format!(
-            "{what} {original:?} resolves to {} which is outside the allowed roots ({})",
-            resolved.display(),
-            self.roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{what} {:?} is outside the directories this worker may use",
+            truncate(original, 200)
         )))
     }
 
@@ -206,6 +218,10 @@ fn plain_path(what: &str, text: &str) -> Result<PathBuf> {
 }
 
 /// `[A-Za-z0-9_-]{1,128}`: safe in a subject token, a file name and a log line. UUIDs fit.
+///
+/// No '.' can occur in a video id: that keeps a namespace free for the worker's own event
+/// message ids (which contain '.'), so that no producer can take one and have the worker's
+/// event dropped as a duplicate.
 pub fn check_video_id(id: &str) -> Result<()> {
     let ok = (1..=128).contains(&id.len())
         && id
@@ -257,6 +273,12 @@ impl Job {
     /// a missing or invalid field, a path outside the roots are `invalid_request`; a
     /// missing source is `source_not_found`.
     pub fn parse(kind: JobKind, payload: &[u8], policy: &PathPolicy) -> Result<Job> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(JobError::invalid_request(format!(
+                "job payload is {} bytes; at most {MAX_PAYLOAD_BYTES} are accepted",
+                payload.len()
+            )));
+        }
         let req: JobRequest = serde_json::from_slice(payload)
             .map_err(|e| JobError::invalid_request(format!("malformed job JSON: {e}")))?;
         Job::from_request(kind, req, policy)
@@ -273,6 +295,16 @@ impl Job {
         };
         let video_id = required("video_id", &req.video_id)?;
         check_video_id(&video_id)?;
+        if let Some(metadata) = &req.metadata {
+            let size = serde_json::to_vec(metadata)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(JobError::invalid_request(format!(
+                    "metadata is {size} bytes serialised; at most {MAX_METADATA_BYTES} are accepted"
+                )));
+            }
+        }
         let source_text = required("source_path", &req.source_path)?;
         // Metadata jobs write nothing: their output_path is optional.
         let output_text = match kind {
@@ -315,6 +347,20 @@ impl Job {
             None => PathBuf::new(),
         };
         let source = policy.source(&source_text)?;
+        if let Some(text) = output_text.as_deref().filter(|_| kind != JobKind::Metadata) {
+            let claim = Claim {
+                source: &source,
+                video_id: Some(&video_id),
+                force: false,
+                thumbnail_only: kind == JobKind::Thumbnail,
+            };
+            check_replaceable(&output, &claim).map_err(|refusal| {
+                JobError::invalid_request(format!(
+                    "output_path {:?} {refusal}",
+                    truncate(text, 200)
+                ))
+            })?;
+        }
         Ok(Job {
             kind,
             video_id,
@@ -339,38 +385,6 @@ pub fn peek_video_id(payload: &[u8]) -> Option<String> {
     let id = v.get("video_id")?.as_str()?;
     check_video_id(id).ok()?;
     Some(id.to_string())
-}
-
-/// Identifies a request and the source it was made from: sha256 over the canonical request
-/// (kind, paths, ladder, encoding settings) and the source's size and modification time.
-/// A redelivered job whose published output carries the same fingerprint is already done.
-pub fn fingerprint(kind: JobKind, video_id: &str, req: &TranscodeRequest) -> Result<String> {
-    let meta = std::fs::metadata(&req.source)
-        .map_err(|e| JobError::source_not_found(format!("source {}: {e}", req.source.display())))?;
-    let mtime_ns = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let canonical = serde_json::json!({
-        "v": 1,
-        "kind": kind,
-        "video_id": video_id,
-        "source": req.source,
-        "source_size": meta.len(),
-        "source_mtime_ns": mtime_ns.to_string(),
-        "output": req.output_dir,
-        "qualities": req.qualities.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
-        "thumbnail_time": req.thumbnail_time,
-        "segment_seconds": req.segment_seconds,
-        "gop_seconds": req.gop_seconds,
-        "preset": req.preset,
-        "audio_bitrate": req.audio_bitrate,
-        "limits": req.limits,
-    });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `video.processed`: a job succeeded.
@@ -581,6 +595,117 @@ mod tests {
             Some("abc")
         );
         assert_eq!(peek_video_id(br#"{"video_id":"a b"}"#), None);
+    }
+
+    #[test]
+    fn a_video_id_with_a_dot_is_refused_so_worker_event_ids_cannot_be_taken() {
+        for id in ["processed.VIDEO_PROCESSING.6", "vw.1", "a.b", "."] {
+            assert_eq!(
+                check_video_id(id).unwrap_err().kind,
+                ErrorKind::InvalidRequest,
+                "{id}"
+            );
+        }
+    }
+
+    /// A root with `uploads/a.mp4`, `uploads/notes.txt`, and `out/` holding one finished
+    /// output of video `other`.
+    fn platform_tree() -> (tempfile::TempDir, PathBuf, PathPolicy) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("uploads")).unwrap();
+        std::fs::write(root.join("uploads/a.mp4"), b"x").unwrap();
+        std::fs::write(root.join("uploads/notes.txt"), b"important").unwrap();
+        std::fs::create_dir_all(root.join("out/other")).unwrap();
+        std::fs::write(
+            root.join("out/other/manifest.json"),
+            br#"{"video_id":"other"}"#,
+        )
+        .unwrap();
+        let policy = PathPolicy::new(std::slice::from_ref(&root)).unwrap();
+        (dir, root, policy)
+    }
+
+    fn parse_with_output(
+        policy: &PathPolicy,
+        root: &Path,
+        kind: JobKind,
+        output: &Path,
+    ) -> Result<Job> {
+        let payload = serde_json::json!({"video_id": "vid-a",
+            "source_path": root.join("uploads/a.mp4"), "output_path": output});
+        Job::parse(kind, payload.to_string().as_bytes(), policy)
+    }
+
+    #[test]
+    fn an_output_holding_the_source_other_outputs_or_foreign_files_is_an_invalid_request() {
+        let (_dir, root, policy) = platform_tree();
+        let std_file = root.join("uploads/notes.txt");
+        for (output, why) in [
+            (root.join("uploads"), "the source's folder"),
+            (root.join("uploads/a.mp4"), "the source itself"),
+            (root.join("out"), "the folder of every output"),
+            (root.join("out/other"), "another video's output"),
+            (std_file.clone(), "a regular file"),
+        ] {
+            for kind in [JobKind::Process, JobKind::Thumbnail] {
+                let err = parse_with_output(&policy, &root, kind, &output).unwrap_err();
+                assert_eq!(err.kind, ErrorKind::InvalidRequest, "{why} ({kind}): {err}");
+            }
+        }
+        assert_eq!(std::fs::read(&std_file).unwrap(), b"important");
+        // A fresh folder, an empty one, and a metadata job (writes nothing) are fine.
+        std::fs::create_dir(root.join("out/empty")).unwrap();
+        for output in [root.join("out/vid-a"), root.join("out/empty")] {
+            parse_with_output(&policy, &root, JobKind::Process, &output).unwrap();
+        }
+        parse_with_output(&policy, &root, JobKind::Metadata, &root.join("uploads")).unwrap();
+    }
+
+    #[test]
+    fn refusals_name_the_jobs_own_text_not_the_servers_paths_or_roots() {
+        let (_dir, root, policy) = platform_tree();
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        let payload = serde_json::json!({"video_id": "v1",
+            "source_path": root.join("uploads/a.mp4"), "output_path": root.join("link/out")});
+        let err =
+            Job::parse(JobKind::Process, payload.to_string().as_bytes(), &policy).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
+        assert!(err.message.contains("link/out"), "{}", err.message);
+        assert!(
+            !err.message.contains("/etc"),
+            "resolved path leaked: {}",
+            err.message
+        );
+        let root_text = root.display().to_string();
+        assert_eq!(
+            err.message.matches(root_text.as_str()).count(),
+            1,
+            "only the job's own text names the root: {}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn oversized_payloads_and_metadata_are_invalid_requests() {
+        let (_dir, root, policy) = platform_tree();
+        let job = |metadata: Value, pad: usize| {
+            serde_json::json!({"video_id": "v1", "source_path": root.join("uploads/a.mp4"),
+                "output_path": root.join("out/v1"), "metadata": metadata,
+                "padding": "p".repeat(pad)})
+            .to_string()
+        };
+        let ok = job(serde_json::json!({"title": "t".repeat(15_000)}), 40_000);
+        Job::parse(JobKind::Process, ok.as_bytes(), &policy).unwrap();
+        let big_metadata = job(
+            serde_json::json!({"title": "t".repeat(MAX_METADATA_BYTES)}),
+            0,
+        );
+        let big_payload = job(Value::Null, MAX_PAYLOAD_BYTES);
+        for payload in [big_metadata, big_payload] {
+            let err = Job::parse(JobKind::Process, payload.as_bytes(), &policy).unwrap_err();
+            assert_eq!(err.kind, ErrorKind::InvalidRequest, "{err}");
+        }
     }
 
     #[test]

@@ -46,8 +46,13 @@ enum Command {
 struct TranscodeArgs {
     /// Source video file (local path).
     source: PathBuf,
-    /// Output directory; it appears only when complete (an existing one is replaced).
+    /// Output directory; it appears only when complete. An existing one is replaced only if
+    /// it is empty or an earlier `transcode` output (see --force).
     output_dir: PathBuf,
+    /// Replace OUTPUT_DIR even if it is not an earlier output of this command (a folder that
+    /// holds the source is refused all the same).
+    #[arg(long)]
+    force: bool,
     /// Qualities to produce, comma separated (1080p, 720p, 480p, 360p, 240p, 144p).
     #[arg(long, value_delimiter = ',', default_value = "1080p,720p,480p")]
     quality: Vec<String>,
@@ -88,6 +93,7 @@ fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
     req.gop_seconds = args.gop_seconds;
     req.preset = args.preset.clone();
     req.threads = args.threads;
+    req.force = args.force;
     req.limits = Limits {
         max_width: args.max_width,
         max_height: args.max_height,

@@ -12,6 +12,7 @@ pub mod audio;
 pub mod decode;
 pub mod ffi;
 pub mod hls;
+pub mod manifest;
 pub mod output;
 pub mod probe;
 pub mod rendition;
@@ -66,6 +67,9 @@ pub struct TranscodeRequest {
     /// Written into manifest.json so a redelivered job can recognise its own finished output.
     pub fingerprint: Option<String>,
     pub video_id: Option<String>,
+    /// Replace an existing output folder even if this worker did not make it (the command
+    /// line's `--force`); a folder that holds the source is refused all the same.
+    pub force: bool,
 }
 
 impl TranscodeRequest {
@@ -83,6 +87,7 @@ impl TranscodeRequest {
             limits: Limits::default(),
             fingerprint: None,
             video_id: None,
+            force: false,
         })
     }
 
@@ -212,6 +217,8 @@ pub fn transcode(
 ) -> Result<Outcome> {
     let started = Instant::now();
     req.validate()?;
+    // Refused before any work: an output folder this job may not replace.
+    output::check_request(req)?;
     let source = probe::open(&req.source, &req.limits)?;
     let info = source.info.clone();
     let ladder = Ladder::plan(
@@ -219,7 +226,7 @@ pub fn transcode(
         info.video.display_width,
         info.video.display_height,
     );
-    let staging = output::Staging::create(&req.output_dir)?;
+    let staging = output::Staging::create(req)?;
 
     let decoded = decode::run(source, &ladder, req, staging.path(), cancel, progress)?;
 
@@ -273,7 +280,7 @@ pub fn transcode(
         master_playlist: hls::playlist::MASTER.to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
     };
-    output::write_manifest(staging.path(), req, &info, &outcome)?;
+    manifest::Manifest::new(req, &info, &outcome).write_to(staging.path())?;
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(JobError::cancelled("cancelled before publishing"));
     }

@@ -680,19 +680,16 @@ fn transcode_request(
     };
     req.limits = limits;
     req.video_id = Some(job.video_id.clone());
-    req.fingerprint = Some(job::fingerprint(JobKind::Process, &job.video_id, &req)?);
+    req.fingerprint = Some(media::manifest::fingerprint(&req)?);
     Ok(req)
 }
 
 /// The manifest's `result` when `req.output_dir` holds a complete output made for the same
 /// request (same fingerprint): a redelivered job whose ack was lost.
 fn finished_output(req: &TranscodeRequest) -> Option<Value> {
-    let dir = &req.output_dir;
-    let text = std::fs::read(dir.join(media::output::MANIFEST)).ok()?;
-    let manifest: Value = serde_json::from_slice(&text).ok()?;
-    let same = manifest.get("fingerprint")?.as_str()? == req.fingerprint.as_deref()?;
-    let complete = dir.join(media::hls::playlist::MASTER).is_file();
-    (same && complete).then(|| manifest.get("result").cloned().unwrap_or(Value::Null))
+    let outcome =
+        media::manifest::Manifest::finished(&req.output_dir, req.fingerprint.as_deref()?)?;
+    serde_json::to_value(outcome).ok()
 }
 
 /// Runs blocking media work on its own OS thread (never on a tokio worker) and awaits it.

@@ -1,0 +1,133 @@
+//! `manifest.json`: the one record of what an output directory holds and which request made
+//! it. Written last into the staging directory, read back to decide two things: whether a
+//! redelivered job is already done (same fingerprint, master playlist present), and whether
+//! an existing directory may be replaced at all (made by this worker for the same video).
+//! Nothing else parses the file: renaming a field here changes both sides at once.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{JobError, Result};
+use crate::media::{Outcome, SourceInfo, TranscodeRequest};
+
+pub const MANIFEST: &str = "manifest.json";
+
+/// The typed content of `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Identifies the request that made this output (idempotent redelivery); `None` for a
+    /// command-line `transcode`.
+    pub fingerprint: Option<String>,
+    /// The job's `video_id`; `None` for a command-line `transcode`. Only a job for the same
+    /// id may replace this directory.
+    pub video_id: Option<String>,
+    pub worker_version: String,
+    pub ffmpeg_version: String,
+    pub created_unix: u64,
+    pub request: RequestRecord,
+    /// The source's probe as `SourceInfo` serialises it. Kept as JSON: the probe also has
+    /// in-memory fields (frame rate as a rational, colour tags) that are not written.
+    pub source: Value,
+    pub result: Outcome,
+}
+
+/// The encoding settings the output was made with (for audit; the fingerprint covers them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub qualities: Vec<String>,
+    pub segment_seconds: f64,
+    pub gop_seconds: f64,
+    pub thumbnail_time: f64,
+    pub preset: String,
+    pub audio_bitrate: u64,
+}
+
+impl Manifest {
+    pub fn new(req: &TranscodeRequest, source: &SourceInfo, outcome: &Outcome) -> Manifest {
+        Manifest {
+            fingerprint: req.fingerprint.clone(),
+            video_id: req.video_id.clone(),
+            worker_version: env!("CARGO_PKG_VERSION").into(),
+            ffmpeg_version: crate::media::ffi::runtime_version(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            request: RequestRecord {
+                qualities: req.qualities.iter().map(|q| q.name.clone()).collect(),
+                segment_seconds: req.segment_seconds,
+                gop_seconds: req.gop_seconds,
+                thumbnail_time: req.thumbnail_time,
+                preset: req.preset.clone(),
+                audio_bitrate: req.audio_bitrate,
+            },
+            source: serde_json::to_value(source).unwrap_or(Value::Null),
+            result: outcome.clone(),
+        }
+    }
+
+    /// Writes `dir/manifest.json` (through a temporary name and a rename).
+    pub fn write_to(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| JobError::internal(format!("manifest: {e}")))?;
+        crate::media::output::write_atomic(&dir.join(MANIFEST), &text)
+    }
+
+    /// The manifest of `dir`, if it has a readable one.
+    pub fn read(dir: &Path) -> Option<Manifest> {
+        let text = std::fs::read(dir.join(MANIFEST)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// The outcome recorded in `dir` when it holds a complete output made for the request
+    /// with this `fingerprint` (its master playlist present): a redelivered job whose ack was
+    /// lost is then already done.
+    pub fn finished(dir: &Path, fingerprint: &str) -> Option<Outcome> {
+        let manifest = Manifest::read(dir)?;
+        let complete = dir.join(crate::media::hls::playlist::MASTER).is_file();
+        (complete && manifest.fingerprint.as_deref() == Some(fingerprint))
+            .then_some(manifest.result)
+    }
+
+    /// True when `dir` holds a complete output (a manifest and the master playlist it names).
+    pub fn complete(dir: &Path) -> bool {
+        Manifest::read(dir).is_some_and(|m| dir.join(&m.result.master_playlist).is_file())
+    }
+}
+
+/// Identifies a request and the source it was made from: sha256 over the canonical request
+/// (paths, ladder, encoding settings, video id) and the source's size and modification time.
+/// A redelivered job whose published output carries the same fingerprint is already done.
+pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
+    let meta = std::fs::metadata(&req.source)
+        .map_err(|e| JobError::source_not_found(format!("source {}: {e}", req.source.display())))?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Field names and order unchanged since version 1 (`kind` was always "process"), so the
+    // outputs of earlier workers are still recognised.
+    let canonical = serde_json::json!({
+        "v": 1,
+        "kind": "process",
+        "video_id": req.video_id.as_deref().unwrap_or_default(),
+        "source": req.source,
+        "source_size": meta.len(),
+        "source_mtime_ns": mtime_ns.to_string(),
+        "output": req.output_dir,
+        "qualities": req.qualities.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
+        "thumbnail_time": req.thumbnail_time,
+        "segment_seconds": req.segment_seconds,
+        "gop_seconds": req.gop_seconds,
+        "preset": req.preset,
+        "audio_bitrate": req.audio_bitrate,
+        "limits": req.limits,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
