@@ -285,10 +285,10 @@ fn leftovers(target: &Path) -> Vec<Leftover> {
     found
 }
 
-/// Time since `path` last changed (its mtime or ctime, whichever is later).
+/// Time since an entry was last added to or removed from the directory `path` (its mtime).
 fn idle_for(path: &Path) -> Option<Duration> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    let changed = meta.mtime().max(meta.ctime());
+    let changed = meta.mtime();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .ok()?

@@ -1506,3 +1506,70 @@ fn display_args<S: AsRef<OsStr>>(args: &[S]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Output safety (tests/output_safety.rs): what an output may replace, locks, durability
+// ---------------------------------------------------------------------------------------------
+
+/// Every file under `dir` (relative path → bytes): "nothing here was touched" is then an
+/// equality of two snapshots.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, into: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).expect("read dir for snapshot") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(base, &path, into);
+            } else {
+                let rel = path.strip_prefix(base).expect("below base").to_path_buf();
+                into.insert(rel, fs::read(&path).expect("read file for snapshot"));
+            }
+        }
+    }
+    let mut files = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut files);
+    files
+}
+
+/// A transcode into an output that exists beforehand must be refused as `kind` (exit status 1,
+/// one JSON error object naming the output). Returns the error object.
+pub fn assert_refused_output(source: &Path, out: &Path, options: &[&str], kind: &str) -> Value {
+    let run = transcode(source, out, options);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "the output must be refused: {}",
+        run.describe()
+    );
+    let error = one_json_object(&run)["error"].clone();
+    assert_eq!(error["kind"], kind, "{}", run.describe());
+    error
+}
+
+/// Moves the modification time of `path` `ago` into the past (with `touch`), as if the
+/// directory had last changed then.
+pub fn age_by(path: &Path, ago: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let then = now.saturating_sub(ago).as_secs();
+    let status = Command::new("touch")
+        .args(["-m", "-d", &format!("@{then}")])
+        .arg(path)
+        .status()
+        .expect("run touch");
+    assert!(status.success(), "touch {}", path.display());
+}
+
+/// The paths passed to `fsync` by a traced process, in order, with the index in the trace of
+/// each (so that "after the rename" can be checked), from `strace -f -y -o <log>`.
+pub fn traced_calls(log: &Path, call: &str) -> Vec<(usize, String)> {
+    let text = fs::read_to_string(log).expect("read strace log");
+    let open = format!("{call}(");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let rest = &line[line.find(&open)? + open.len()..];
+            Some((i, rest.split(')').next().unwrap_or_default().to_string()))
+        })
+        .collect()
+}
