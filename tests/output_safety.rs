@@ -46,9 +46,11 @@ async fn a_job_may_not_replace_the_uploads_folder_the_outputs_folder_or_another_
     let other = s.hls().join("vid-other");
     let good = nats::job("vid-other", &source, &other, &["144p"]);
     nats::publish_job(&js, "video.process", "vid-other", good.to_string().into()).await;
-    nats::eventually(Duration::from_secs(90), "the first video's output", || async {
-        (!nats::events(&js, "video.processed").await.is_empty()).then_some(())
-    })
+    nats::eventually(
+        Duration::from_secs(90),
+        "the first video's output",
+        || async { (!nats::events(&js, "video.processed").await.is_empty()).then_some(()) },
+    )
     .await;
     nats::assert_valid_output(&other, &["144p"]);
 
@@ -79,7 +81,11 @@ async fn a_job_may_not_replace_the_uploads_folder_the_outputs_folder_or_another_
     assert_eq!(snapshot(&s.uploads()), uploads_before, "uploads changed");
     assert_eq!(snapshot(&s.hls()), hls_before, "outputs changed");
     let processed = nats::events(&js, "video.processed").await;
-    assert_eq!(processed.len(), 1, "only the first job succeeded: {processed:?}");
+    assert_eq!(
+        processed.len(),
+        1,
+        "only the first job succeeded: {processed:?}"
+    );
 }
 
 /// `transcode` applies the same rules: the source's folder, a folder it did not make and a
@@ -99,20 +105,31 @@ fn transcode_refuses_folders_it_did_not_make_unless_forced_and_never_the_sources
     fs::write(&file, "keep me").unwrap();
     let before = snapshot(tmp.path());
 
-    for (out, force) in [(&uploads, false), (&uploads, true), (&tmp.path().to_path_buf(), true)] {
+    for (out, force) in [
+        (&uploads, false),
+        (&uploads, true),
+        (&tmp.path().to_path_buf(), true),
+    ] {
         let mut options = QUICK.to_vec();
         if force {
             options.push("--force");
         }
         let error = assert_refused_output(&source, out, &options, "invalid_request");
         assert!(
-            error["message"].as_str().unwrap_or_default().contains("source"),
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("source"),
             "the refusal says why: {error}"
         );
     }
     assert_refused_output(&source, &foreign, QUICK, "invalid_request");
     assert_refused_output(&source, &file, QUICK, "invalid_request");
-    assert_eq!(snapshot(tmp.path()), before, "a refused transcode changed files");
+    assert_eq!(
+        snapshot(tmp.path()),
+        before,
+        "a refused transcode changed files"
+    );
 
     let mut forced = QUICK.to_vec();
     forced.push("--force");
@@ -130,7 +147,14 @@ fn every_published_file_and_the_parent_are_fsynced_before_the_transcode_returns(
     let out = tmp.path().join("hls");
     let log = tmp.path().join("strace.log");
     let status = std::process::Command::new("strace")
-        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat2", "-o"])
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat2",
+            "-o",
+        ])
         .arg(&log)
         .arg(env!("CARGO_BIN_EXE_video-worker"))
         .arg("transcode")
@@ -145,7 +169,10 @@ fn every_published_file_and_the_parent_are_fsynced_before_the_transcode_returns(
     let fsyncs = traced_calls(&log, "fsync");
     let synced = |path: &Path| -> Option<usize> {
         let wanted = format!("<{}>", path.display());
-        fsyncs.iter().find(|(_, arg)| arg.ends_with(&wanted)).map(|(i, _)| *i)
+        fsyncs
+            .iter()
+            .find(|(_, arg)| arg.ends_with(&wanted))
+            .map(|(i, _)| *i)
     };
     let publish = traced_calls(&log, "rename")
         .into_iter()
@@ -170,11 +197,17 @@ fn every_published_file_and_the_parent_are_fsynced_before_the_transcode_returns(
             .unwrap_or_else(|| panic!("{name} was never fsynced: {fsyncs:?}"));
         assert!(at < publish, "{name} fsynced after it was published");
     }
-    assert!(synced(&staging).is_some_and(|at| at < publish), "staging dir not fsynced");
+    assert!(
+        synced(&staging).is_some_and(|at| at < publish),
+        "staging dir not fsynced"
+    );
     let parent_synced_after = fsyncs
         .iter()
         .any(|(i, arg)| *i > publish && arg.ends_with(&format!("<{}>", tmp.path().display())));
-    assert!(parent_synced_after, "parent not fsynced after the rename: {fsyncs:?}");
+    assert!(
+        parent_synced_after,
+        "parent not fsynced after the rename: {fsyncs:?}"
+    );
 }
 
 /// S4: a job for an output whose lock another job holds waits for it; it neither writes
@@ -199,7 +232,10 @@ fn a_transcode_waits_while_another_job_holds_the_outputs_lock() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".hls.staging") || n == "hls")
         .collect();
-    assert!(early.is_empty(), "written while the lock was held: {early:?}");
+    assert!(
+        early.is_empty(),
+        "written while the lock was held: {early:?}"
+    );
     drop(lock);
 
     let run = job.join().unwrap();
@@ -268,6 +304,9 @@ fn stale_staging_of_any_host_is_swept_and_fresh_staging_kept() {
     }
     age_by(&stale, Duration::from_secs(7 * 3600));
     transcode_ok(&source, &out, QUICK);
-    assert!(!stale.exists(), "a 7 h old staging dir of another host is swept");
+    assert!(
+        !stale.exists(),
+        "a 7 h old staging dir of another host is swept"
+    );
     assert!(fresh.exists(), "a fresh staging dir is never swept");
 }
