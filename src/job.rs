@@ -131,7 +131,7 @@ impl PathPolicy {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Still refuse a missing path outside the roots as such, not as "missing".
-                if let Some(outside) = self.resolve_missing(&path) {
+                if let Some(outside) = resolve_path(&path) {
                     self.check("source_path", text, &outside)?;
                 }
                 return Err(JobError::source_not_found(format!(
@@ -162,7 +162,7 @@ impl PathPolicy {
                 "output_path {text:?} has no directory name"
             )));
         }
-        let resolved = self.resolve_missing(&path).ok_or_else(|| {
+        let resolved = resolve_path(&path).ok_or_else(|| {
             JobError::invalid_request(format!(
                 "output_path {text:?} cannot be resolved (\"..\" after a missing directory?)"
             ))
@@ -175,26 +175,26 @@ impl PathPolicy {
         }
         Ok(resolved)
     }
+}
 
-    /// Canonicalises the deepest existing ancestor of `path` and appends the rest, which
-    /// must consist of plain names.
-    fn resolve_missing(&self, path: &Path) -> Option<PathBuf> {
-        let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
-        let mut cur = path;
-        loop {
-            if let Ok(base) = cur.canonicalize() {
-                let mut out = base;
-                for name in tail.iter().rev() {
-                    out.push(name);
-                }
-                return Some(out);
+/// Canonicalises the deepest existing ancestor of `path` and appends the rest, which must
+/// consist of plain names: the path with every symlink resolved, whether or not it exists.
+pub fn resolve_path(path: &Path) -> Option<PathBuf> {
+    let mut tail: Vec<&std::ffi::OsStr> = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(base) = cur.canonicalize() {
+            let mut out = base;
+            for name in tail.iter().rev() {
+                out.push(name);
             }
-            match cur.components().next_back() {
-                Some(Component::Normal(name)) => tail.push(name),
-                _ => return None,
-            }
-            cur = cur.parent()?;
+            return Some(out);
         }
+        match cur.components().next_back() {
+            Some(Component::Normal(name)) => tail.push(name),
+            _ => return None,
+        }
+        cur = cur.parent()?;
     }
 }
 

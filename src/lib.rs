@@ -7,8 +7,8 @@
 //! - [`bench`]: `video-worker bench`: our pipeline against the CLI worker (seed-cli,
 //!   ffmpeg-single) and the libx264 floor, at equal quality; table, report.json, SVG chart.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
-//! - [`job`]: the wire contract: job payload → validated `Job` (ids, confined paths), the
-//!   request fingerprint, the `video.processed` / `video.failed` / progress event payloads.
+//! - [`job`]: the wire contract: job payload → validated `Job` (ids, sizes, confined paths, an
+//!   output it may replace), the `video.processed` / `video.failed` / progress event payloads.
 //! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
 //! - [`media`]: everything that touches FFmpeg (no tokio inside):
 //!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
@@ -16,7 +16,9 @@
 //!   - `media::rendition`: one thread per quality: scale → libx264 → segmenter;
 //!   - `media::audio`: decode → stereo 48 kHz → AAC, once per job;
 //!   - `media::hls`: the MPEG-TS `Segmenter` and the playlists;
-//!   - `media::thumbnail`, `media::output` (staging dir, atomic publish, manifest);
+//!   - `media::thumbnail`; `media::output` (which folder may be replaced, per-output lock,
+//!     staging dir, fsync, atomic publish); `media::manifest` (manifest.json and the request
+//!     fingerprint); `media::confine` (paths opened without following swapped-in symlinks);
 //!   - `media::ffi`: the one module with `unsafe` for what ffmpeg-next lacks.
 //! - [`queue`]: everything that touches NATS (no FFmpeg inside): connection, stream/consumer
 //!   setup with drift reports, the worker (`run`), events, dead letters, callbacks, `submit`,

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use video_worker::bench::{BenchArgs, Parity};
-use video_worker::job::parse_timestamp;
+use video_worker::job::{parse_timestamp, resolve_path};
 use video_worker::ladder::Quality;
 use video_worker::media::{self, Limits, ProgressTick, TranscodeRequest};
 use video_worker::queue::status::StreamsArgs;
@@ -86,7 +86,18 @@ struct TranscodeArgs {
 }
 
 fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
-    let mut req = TranscodeRequest::new(&args.source, &args.output_dir)?;
+    // The library refuses a symlink on the paths it is given (one swapped in after they were
+    // checked); the command line's paths are the user's own, so their symlinks are resolved
+    // here, once.
+    let source = args
+        .source
+        .canonicalize()
+        .unwrap_or_else(|_| args.source.clone());
+    let output = std::path::absolute(&args.output_dir)
+        .ok()
+        .and_then(|p| resolve_path(&p))
+        .unwrap_or_else(|| args.output_dir.clone());
+    let mut req = TranscodeRequest::new(source, output)?;
     req.qualities = Quality::parse_list(&args.quality)?;
     req.thumbnail_time = parse_timestamp(&args.thumbnail_time)?;
     req.segment_seconds = args.segment_seconds;

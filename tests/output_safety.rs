@@ -174,17 +174,20 @@ fn every_published_file_and_the_parent_are_fsynced_before_the_transcode_returns(
             .find(|(_, arg)| arg.ends_with(&wanted))
             .map(|(i, _)| *i)
     };
-    let publish = traced_calls(&log, "rename")
-        .into_iter()
-        .find(|(_, args)| args.ends_with(&format!("\"{}\"", out.display())))
-        .map(|(i, _)| i)
+    // The worker renames through `/proc/self/fd/<parent>/…`: match the names, not the paths.
+    let renames = traced_calls(&log, "rename");
+    let (publish, args) = renames
+        .iter()
+        .find(|(_, args)| args.ends_with("/hls\""))
         .expect("the staging directory is renamed to the output");
-    let staging = fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .nth(publish)
-        .and_then(|l| l.split('"').nth(1).map(std::path::PathBuf::from))
-        .expect("staging path in the rename");
+    let publish = *publish;
+    let staging_name = args
+        .split('"')
+        .nth(1)
+        .and_then(|from| Path::new(from).file_name())
+        .expect("staging path in the rename")
+        .to_owned();
+    let staging = tmp.path().join(staging_name);
 
     let mut files: Vec<String> = fs::read_dir(&out)
         .unwrap()

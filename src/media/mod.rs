@@ -9,6 +9,7 @@
 //! ```
 
 pub mod audio;
+pub(crate) mod confine;
 pub mod decode;
 pub mod ffi;
 pub mod hls;
@@ -207,6 +208,26 @@ pub fn split_threads(budget: usize, pixels: &[u64]) -> Vec<usize> {
         .collect()
 }
 
+/// Opens the source, refusing it if a symlink was swapped onto its (checked, canonical) path:
+/// the file is identified without following symlinks right before libavformat opens it by
+/// name and again right after, and both must be the same file.
+fn open_checked_source(req: &TranscodeRequest) -> Result<probe::Source> {
+    let pinned = confine::identity(&req.source);
+    let source = probe::open(&req.source, &req.limits)?;
+    let swapped = |e: confine::WalkError| {
+        JobError::invalid_request(format!("source {}: {e}", req.source.display()))
+    };
+    let before = pinned.map_err(swapped)?;
+    let after = confine::identity(&req.source).map_err(swapped)?;
+    if before != after {
+        return Err(JobError::invalid_request(format!(
+            "source {} was replaced while it was being opened",
+            req.source.display()
+        )));
+    }
+    Ok(source)
+}
+
 /// Transcodes one source into an HLS ladder at `req.output_dir`, which appears only when
 /// complete. Blocks the calling thread; `cancel` stops it early (Cancelled error, nothing
 /// published); `progress` is called from the calling thread.
@@ -219,7 +240,7 @@ pub fn transcode(
     req.validate()?;
     // Refused before any work: an output folder this job may not replace.
     output::check_request(req)?;
-    let source = probe::open(&req.source, &req.limits)?;
+    let source = open_checked_source(req)?;
     let info = source.info.clone();
     let ladder = Ladder::plan(
         &req.qualities,

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{JobError, Result};
+use crate::media::confine::{self, WalkError};
 use crate::media::manifest::Manifest;
 use crate::media::TranscodeRequest;
 
@@ -172,20 +173,25 @@ fn holds_manifest_below(dir: &Path, budget: &mut usize) -> bool {
     false
 }
 
-/// [`check_replaceable`] for a transcode request, as a job error.
-pub fn check_request(req: &TranscodeRequest) -> Result<()> {
-    let claim = Claim {
+fn claim(req: &TranscodeRequest) -> Claim<'_> {
+    Claim {
         source: &req.source,
         video_id: req.video_id.as_deref(),
         force: req.force,
         thumbnail_only: false,
-    };
-    check_replaceable(&req.output_dir, &claim).map_err(|refusal| {
-        JobError::invalid_request(format!(
-            "output directory {} {refusal}",
-            req.output_dir.display()
-        ))
-    })
+    }
+}
+
+fn refused(req: &TranscodeRequest, refusal: Refusal) -> JobError {
+    JobError::invalid_request(format!(
+        "output directory {} {refusal}",
+        req.output_dir.display()
+    ))
+}
+
+/// [`check_replaceable`] for a transcode request, as a job error.
+pub fn check_request(req: &TranscodeRequest) -> Result<()> {
+    check_replaceable(&req.output_dir, &claim(req)).map_err(|r| refused(req, r))
 }
 
 /// A staging directory that disappears unless published; it holds the output's lock.
@@ -195,6 +201,9 @@ pub struct Staging {
     published: bool,
     /// Held from creation until after publish (dropped after `Drop::drop` has run).
     _lock: OutputLock,
+    /// The output's parent, opened without following symlinks; `path` and `target` name
+    /// entries in it through `/proc/self/fd`. Declared last: it outlives the lock's removal.
+    _parent: File,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> JobError {
@@ -420,24 +429,38 @@ impl Drop for OutputLock {
 }
 
 impl Staging {
-    /// Takes the output's lock, puts back a previous output a crashed publish left aside,
-    /// sweeps stale leftovers, checks again (under the lock) that the output may be replaced,
-    /// and makes the staging directory.
+    /// Opens (creating what is missing) the output's parent without following a symlink
+    /// swapped in since the path was checked, takes the output's lock, puts back a previous
+    /// output a crashed publish left aside, sweeps stale leftovers, checks again (under the
+    /// lock) that the output may be replaced, and makes the staging directory. Everything
+    /// after the parent is opened goes through `/proc/self/fd/<parent>`, so a component of
+    /// the path renamed or swapped later cannot redirect the job's writes or its publish.
     pub fn create(req: &TranscodeRequest) -> Result<Staging> {
-        let target = req.output_dir.as_path();
-        let parent = parent_of(target);
-        std::fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
-        let lock = OutputLock::acquire(target, LOCK_WAIT)?;
-        restore_previous(target);
-        sweep_stale(target);
-        check_request(req)?;
-        let path = staging_path(target, "staging");
+        let shown = req.output_dir.as_path();
+        let absolute = std::path::absolute(shown).map_err(|e| io("resolving", shown, e))?;
+        let name = absolute.file_name().ok_or_else(|| {
+            JobError::invalid_request(format!("output directory {} has no name", shown.display()))
+        })?;
+        let parent = parent_of(&absolute);
+        let parent_dir = confine::open_dir(parent, true).map_err(|e| match e {
+            WalkError::Symlink(_) => {
+                JobError::invalid_request(format!("output directory {}: {e}", shown.display()))
+            }
+            WalkError::Io(e) => io("creating", parent, e),
+        })?;
+        let target = confine::fd_path(&parent_dir).join(name);
+        let lock = OutputLock::acquire(&target, LOCK_WAIT)?;
+        restore_previous(&target);
+        sweep_stale(&target);
+        check_replaceable(&target, &claim(req)).map_err(|r| refused(req, r))?;
+        let path = staging_path(&target, "staging");
         std::fs::create_dir(&path).map_err(|e| io("creating", &path, e))?;
         Ok(Staging {
             path,
-            target: target.to_path_buf(),
+            target,
             published: false,
             _lock: lock,
+            _parent: parent_dir,
         })
     }
 
@@ -818,6 +841,35 @@ mod tests {
         assert!(!dead.exists());
         assert!(other.exists());
         assert!(elsewhere.exists());
+    }
+
+    #[test]
+    fn a_symlink_swapped_onto_the_checked_output_path_is_refused_and_nothing_is_written_behind_it()
+    {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().canonicalize().unwrap();
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        // Checked when `jobs` was a real folder; then swapped for a symlink.
+        let req = request(Path::new("/src.mp4"), &root.join("jobs/v1"), Some("v1"));
+        std::os::unix::fs::symlink(&elsewhere, root.join("jobs")).unwrap();
+        let err = Staging::create(&req).err().expect("refused");
+        assert_eq!(err.kind, crate::ErrorKind::InvalidRequest, "{err}");
+        assert_eq!(
+            names(&elsewhere),
+            Vec::<String>::new(),
+            "written behind the symlink"
+        );
+
+        // A folder renamed after the staging dir was made does not redirect the publish.
+        let real = root.join("real/v1");
+        let s = Staging::create(&request(Path::new("/src.mp4"), &real, Some("v1"))).unwrap();
+        fake_output(s.path(), Some("v1"), "m");
+        std::fs::rename(root.join("real"), root.join("moved")).unwrap();
+        std::fs::create_dir(root.join("real")).unwrap();
+        s.publish().unwrap();
+        assert!(root.join("moved/v1/master.m3u8").is_file());
+        assert_eq!(names(&root.join("real")), Vec::<String>::new());
     }
 
     #[test]
