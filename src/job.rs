@@ -118,7 +118,7 @@ impl PathPolicy {
             "job path outside the allowed roots"
         );
         Err(JobError::invalid_request(format!(
-            "{what} {:?} is outside the directories this worker may use",
+            "{what} {:?} is outside the allowed roots",
             truncate(original, 200)
         )))
     }

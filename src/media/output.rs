@@ -307,19 +307,29 @@ fn idle_for(path: &Path) -> Option<Duration> {
     ))
 }
 
-/// Removes what crashed jobs left beside `target`: staging directories idle for longer than
-/// the stale age (whatever host or pid made them: a replacement pod has another hostname, and
-/// two containers can share a hostname but not their pids), and previous outputs moved aside
-/// by a two-rename publish, once the target is complete again. Called under the output's lock.
+/// Removes what crashed jobs left beside `target`. Called under the output's lock, so no
+/// live job is writing a staging directory for this target, if the lock works:
+/// - a staging directory made on this host by a process that no longer runs goes at once
+///   (same host, same kernel: the lock is reliable there, even across pid namespaces);
+/// - any other staging directory goes once it has been idle for the stale age (six hours by
+///   default), whatever host made it: a replacement pod has another hostname, and a lock may
+///   not be shared between hosts on some network filesystems;
+/// - a previous output moved aside by a two-rename publish goes once the target is complete.
 pub fn sweep_stale(target: &Path) {
     sweep_older_than(target, stale_staging_age());
 }
 
 fn sweep_older_than(target: &Path, max_age: Duration) {
+    let host = host_name();
     let mut target_complete = None;
     for l in leftovers(target) {
         let remove = match l.kind {
-            LeftoverKind::Staging => idle_for(&l.path).is_some_and(|idle| idle > max_age),
+            LeftoverKind::Staging => {
+                let dead_here = l.host == host
+                    && l.pid != std::process::id()
+                    && !Path::new(&format!("/proc/{}", l.pid)).exists();
+                dead_here || idle_for(&l.path).is_some_and(|idle| idle > max_age)
+            }
             LeftoverKind::Old => *target_complete.get_or_insert_with(|| Manifest::complete(target)),
         };
         if remove {
@@ -798,24 +808,31 @@ mod tests {
     }
 
     #[test]
-    fn stale_staging_is_swept_by_age_whatever_host_or_pid_and_a_fresh_one_is_kept() {
+    fn stale_staging_is_swept_by_age_whatever_host_and_a_dead_local_ones_at_once() {
         let root = tempfile::tempdir().unwrap();
         let target = root.path().join("v");
         let host = host_name();
         let me = std::process::id();
-        // Fresh dirs of a live-looking pid on this host, of a dead pid, and of another host.
+        // A fresh dir of a running process on this host, and fresh dirs of another host
+        // (whose pids cannot be checked from here).
         let fresh = [
             root.path().join(format!(".v.staging-{host}-{me}-99")),
-            root.path().join(format!(".v.staging-{host}-2147483646-0")),
             root.path().join(".v.staging-otherpod-7-0"),
+            root.path().join(".v.staging-otherpod-2147483646-0"),
         ];
-        for d in &fresh {
+        // pid 0x7ffffffe is above any pid_max: nobody runs there.
+        let dead_here = root.path().join(format!(".v.staging-{host}-2147483646-0"));
+        for d in fresh.iter().chain([&dead_here]) {
             std::fs::create_dir(d).unwrap();
         }
         sweep_stale(&target);
         assert!(
+            !dead_here.exists(),
+            "a dead process's dir on this host goes at once"
+        );
+        assert!(
             fresh.iter().all(|d| d.exists()),
-            "a fresh staging dir is never swept"
+            "a fresh staging dir is kept"
         );
 
         // Times are in whole seconds: 2.1 s idle is more than 1 s whatever the rounding.
