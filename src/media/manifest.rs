@@ -131,3 +131,91 @@ pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+impl Manifest {
+    /// A manifest as a finished job for `video_id` would write into `dir`.
+    pub(crate) fn sample(video_id: Option<&str>, fingerprint: &str, dir: &Path) -> Manifest {
+        Manifest {
+            fingerprint: Some(fingerprint.into()),
+            video_id: video_id.map(str::to_string),
+            worker_version: "test".into(),
+            ffmpeg_version: "test".into(),
+            created_unix: 0,
+            request: RequestRecord {
+                qualities: vec!["144p".into()],
+                segment_seconds: 6.0,
+                gop_seconds: 2.0,
+                thumbnail_time: 0.0,
+                preset: "medium".into(),
+                audio_bitrate: 128_000,
+            },
+            source: Value::Null,
+            result: Outcome {
+                source: "/src.mp4".into(),
+                output_dir: dir.to_path_buf(),
+                duration: 1.0,
+                frame_rate: 25.0,
+                frames_decoded: 25,
+                frames_encoded: 25,
+                has_audio: false,
+                renditions: Vec::new(),
+                skipped: Vec::new(),
+                thumbnail: "thumbnail.jpg".into(),
+                master_playlist: crate::media::hls::playlist::MASTER.into(),
+                elapsed_seconds: 0.1,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_output_is_recognised_only_with_its_fingerprint_and_master_playlist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(Manifest::read(dir).is_none());
+        Manifest::sample(Some("v1"), "fp-1", dir)
+            .write_to(dir)
+            .unwrap();
+        let back = Manifest::read(dir).expect("typed read-back");
+        assert_eq!(back.video_id.as_deref(), Some("v1"));
+        assert_eq!(back.request.qualities, ["144p"]);
+        assert!(
+            Manifest::finished(dir, "fp-1").is_none(),
+            "no master playlist yet: not complete"
+        );
+        std::fs::write(dir.join(crate::media::hls::playlist::MASTER), "#EXTM3U\n").unwrap();
+        assert_eq!(
+            Manifest::finished(dir, "fp-1").map(|o| o.frames_encoded),
+            Some(25)
+        );
+        assert!(Manifest::finished(dir, "fp-2").is_none(), "another request");
+        assert!(Manifest::complete(dir));
+        std::fs::write(dir.join(MANIFEST), b"{\"fingerprint\": \"fp-1\"}").unwrap();
+        assert!(
+            Manifest::read(dir).is_none(),
+            "an untyped manifest is not ours"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_request_and_the_source_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = tmp.path().join("in.mp4");
+        std::fs::write(&source, b"one").unwrap();
+        let mut req = TranscodeRequest::new(&source, tmp.path().join("out")).unwrap();
+        req.video_id = Some("v1".into());
+        let first = fingerprint(&req).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(fingerprint(&req).unwrap(), first, "stable");
+        let mut other = req.clone();
+        other.video_id = Some("v2".into());
+        assert_ne!(fingerprint(&other).unwrap(), first);
+        std::fs::write(&source, b"longer").unwrap();
+        assert_ne!(fingerprint(&req).unwrap(), first, "a changed source");
+    }
+}

@@ -602,7 +602,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::media::manifest::Manifest;
-    use crate::media::Outcome;
 
     fn request(source: &Path, target: &Path, video_id: Option<&str>) -> TranscodeRequest {
         let mut req = TranscodeRequest::new(source, target).unwrap();
@@ -613,37 +612,7 @@ mod tests {
     /// Writes what a finished job leaves: a manifest for `video_id` and its master playlist.
     fn fake_output(dir: &Path, video_id: Option<&str>, marker: &str) {
         std::fs::create_dir_all(dir).unwrap();
-        let outcome = Outcome {
-            source: PathBuf::from("/src.mp4"),
-            output_dir: dir.to_path_buf(),
-            duration: 1.0,
-            frame_rate: 25.0,
-            frames_decoded: 25,
-            frames_encoded: 25,
-            has_audio: false,
-            renditions: Vec::new(),
-            skipped: Vec::new(),
-            thumbnail: "thumbnail.jpg".into(),
-            master_playlist: "master.m3u8".into(),
-            elapsed_seconds: 0.1,
-        };
-        let manifest = Manifest {
-            fingerprint: Some(format!("fp-{marker}")),
-            video_id: video_id.map(str::to_string),
-            worker_version: "test".into(),
-            ffmpeg_version: "test".into(),
-            created_unix: 0,
-            request: crate::media::manifest::RequestRecord {
-                qualities: Vec::new(),
-                segment_seconds: 6.0,
-                gop_seconds: 2.0,
-                thumbnail_time: 0.0,
-                preset: "medium".into(),
-                audio_bitrate: 0,
-            },
-            source: serde_json::Value::Null,
-            result: outcome,
-        };
+        let manifest = Manifest::sample(video_id, &format!("fp-{marker}"), dir);
         manifest.write_to(dir).unwrap();
         std::fs::write(dir.join("master.m3u8"), marker).unwrap();
     }
