@@ -27,6 +27,12 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an unexpected library failure (including a panic in a media thread).
     Internal,
+    /// The job's process died: killed by a signal (the message names it: SIGSEGV, SIGABRT,
+    /// SIGKILL…), ran out of its memory limit, or exited without a result. Often the input's
+    /// fault, but a retry on another worker tells a bad file from a bad moment.
+    Crashed,
+    /// The job's process made no progress for the configured time and was killed.
+    Stalled,
 }
 
 impl ErrorKind {
@@ -41,15 +47,23 @@ impl ErrorKind {
             ErrorKind::OutputIo => "output_io",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
+            ErrorKind::Crashed => "crashed",
+            ErrorKind::Stalled => "stalled",
         }
     }
 
     /// A permanent error fails the same way on every attempt: retrying it only delays the
-    /// failed event. Output I/O, cancellation and internal errors may pass on another try.
+    /// failed event. Output I/O, cancellation, internal errors, crashes and stalls may pass
+    /// on another try (a crash repeated on every delivery ends in the dead letters, kind
+    /// `crashed`).
     pub fn is_permanent(self) -> bool {
         !matches!(
             self,
-            ErrorKind::OutputIo | ErrorKind::Cancelled | ErrorKind::Internal
+            ErrorKind::OutputIo
+                | ErrorKind::Cancelled
+                | ErrorKind::Internal
+                | ErrorKind::Crashed
+                | ErrorKind::Stalled
         )
     }
 }
@@ -60,8 +74,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A job's failure: a kind that decides, and a message that explains.
-#[derive(Debug, Clone, thiserror::Error, Serialize)]
+/// A job's failure: a kind that decides, and a message that explains. Deserialize: it crosses
+/// the pipe from the job process to the worker (`isolation`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[error("{kind}: {message}")]
 pub struct JobError {
     pub kind: ErrorKind,
@@ -98,6 +113,31 @@ kind_ctor! {
     output_io => OutputIo,
     cancelled => Cancelled,
     internal => Internal,
+    crashed => Crashed,
+    stalled => Stalled,
 }
 
 pub type Result<T, E = JobError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crashes_and_stalls_are_retried_and_keep_their_wire_names() {
+        for (kind, name) in [
+            (ErrorKind::Crashed, "crashed"),
+            (ErrorKind::Stalled, "stalled"),
+        ] {
+            assert!(!kind.is_permanent(), "{name}");
+            assert_eq!(kind.as_str(), name);
+            let e = JobError::new(kind, "killed by SIGSEGV");
+            let text = serde_json::to_string(&e).unwrap();
+            assert_eq!(
+                text,
+                format!(r#"{{"kind":"{name}","message":"killed by SIGSEGV"}}"#)
+            );
+            assert_eq!(serde_json::from_str::<JobError>(&text).unwrap(), e);
+        }
+    }
+}

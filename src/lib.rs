@@ -7,6 +7,8 @@
 //! - [`bench`]: `video-worker bench`: our pipeline against the CLI worker (seed-cli,
 //!   ffmpeg-single) and the libx264 floor, at equal quality; table, report.json, SVG chart.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
+//! - [`isolation`]: each job's media work in a child process of this binary (`job-exec`):
+//!   limits, progress lines, a stall/wall/cancel watchdog, signal deaths as typed errors.
 //! - [`job`]: the wire contract: job payload → validated `Job` (ids, sizes, confined paths, an
 //!   output it may replace), the `video.processed` / `video.failed` / progress event payloads.
 //! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
@@ -26,6 +28,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod isolation;
 pub mod job;
 pub mod ladder;
 pub mod media;

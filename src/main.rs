@@ -40,6 +40,10 @@ enum Command {
     /// Benchmark our pipeline against the CLI worker (seed-cli, ffmpeg-single) at equal quality:
     /// table on stdout, report.json and chart.svg in --out. Exit status 3: quality parity failed.
     Bench(Box<BenchArgs>),
+    /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
+    /// writes JSON lines (progress, result) on stdout.
+    #[command(hide = true)]
+    JobExec,
 }
 
 #[derive(Args)]
@@ -347,5 +351,6 @@ fn main() -> ExitCode {
         Command::Submit(args) => submit(*args),
         Command::Streams(args) => streams(*args),
         Command::Bench(args) => bench(&args),
+        Command::JobExec => video_worker::isolation::child::main(),
     }
 }

@@ -1,0 +1,399 @@
+//! Process isolation: a job's media work runs in a child process of this same binary
+//! (`video-worker job-exec`), so that a crash inside the FFmpeg libraries (SIGSEGV in a filter,
+//! an abort, an out-of-memory death) or a wedged decoder ends that one job, not the worker.
+//! The libraries still run in-process in the child: no ffmpeg CLI.
+//!
+//! ```text
+//! worker (tokio)                                job process (`video-worker job-exec`)
+//! parent::run ── one JSON `ChildRequest` line on stdin ──► child::main: limits, SIGTERM → cancel
+//!    ▲  stall / wall / cancel watchdog                       media::transcode | thumbnail | probe
+//!    └──── JSON `ChildMessage` lines on stdout: ready, progress…, done(result) ◄──┘
+//! ```
+//!
+//! - [`mod@self`]: the wire types (the request, the lines the child writes, the result).
+//! - [`parent`]: spawning, limits, the watchdog, and turning every abnormal end into a typed
+//!   `JobError` (`crashed`, `stalled`, `limit_exceeded`, `cancelled`).
+//! - [`child`]: the child's `main`.
+//!
+//! The media code does not know whether it runs here or in `transcode`: the child is only a
+//! boundary (crash, memory, stall), not a second design.
+
+pub mod child;
+pub mod parent;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::JobError;
+use crate::ladder::Quality;
+use crate::media::{Limits, Outcome, ProgressTick, TranscodeRequest};
+
+pub use parent::{run, ChildCommand, ChildEvent, ChildLimits};
+
+/// The media work of one job, as it crosses the pipe to the child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaJob {
+    /// A full transcode (`video.process`).
+    Transcode(TranscodeSpec),
+    /// A thumbnail only (`video.thumbnail`): `<output_dir>/thumbnail.jpg`.
+    Thumbnail {
+        source: PathBuf,
+        output_dir: PathBuf,
+        /// Seconds from the start of the video; clamped to the video.
+        time: f64,
+        limits: LimitsSpec,
+    },
+    /// A probe only (`video.metadata`).
+    Probe { source: PathBuf, limits: LimitsSpec },
+}
+
+impl MediaJob {
+    /// Where the job's own temporary files appear, named after the process that makes them
+    /// (see `media::output::staging_path`): the transcode's staging dir beside its output, the
+    /// thumbnail's temporary file inside the output dir. A probe writes nothing.
+    fn staging_targets(&self) -> Vec<(PathBuf, &'static str)> {
+        match self {
+            MediaJob::Transcode(t) => vec![(t.output_dir.clone(), "staging")],
+            MediaJob::Thumbnail { output_dir, .. } => {
+                vec![(output_dir.join(crate::media::thumbnail::FILE_NAME), "tmp")]
+            }
+            MediaJob::Probe { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A serialisable mirror of `media::TranscodeRequest` (the media types stay free of the wire
+/// format). Both conversions destructure every field, so a field added to the request does not
+/// compile until it is carried here too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscodeSpec {
+    pub source: PathBuf,
+    pub output_dir: PathBuf,
+    pub qualities: Vec<QualitySpec>,
+    pub thumbnail_time: f64,
+    pub segment_seconds: f64,
+    pub gop_seconds: f64,
+    pub preset: String,
+    pub threads: usize,
+    pub audio_bitrate: u64,
+    pub limits: LimitsSpec,
+    pub fingerprint: Option<String>,
+    pub video_id: Option<String>,
+}
+
+/// `ladder::Quality` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualitySpec {
+    pub name: String,
+    pub short_side: u32,
+    pub bitrate: u64,
+}
+
+/// `media::Limits` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LimitsSpec {
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_duration: f64,
+}
+
+impl From<&Limits> for LimitsSpec {
+    fn from(l: &Limits) -> Self {
+        let Limits {
+            max_width,
+            max_height,
+            max_duration,
+        } = *l;
+        LimitsSpec {
+            max_width,
+            max_height,
+            max_duration,
+        }
+    }
+}
+
+impl From<LimitsSpec> for Limits {
+    fn from(l: LimitsSpec) -> Self {
+        let LimitsSpec {
+            max_width,
+            max_height,
+            max_duration,
+        } = l;
+        Limits {
+            max_width,
+            max_height,
+            max_duration,
+        }
+    }
+}
+
+impl From<&TranscodeRequest> for TranscodeSpec {
+    fn from(r: &TranscodeRequest) -> Self {
+        let TranscodeRequest {
+            source,
+            output_dir,
+            qualities,
+            thumbnail_time,
+            segment_seconds,
+            gop_seconds,
+            preset,
+            threads,
+            audio_bitrate,
+            limits,
+            fingerprint,
+            video_id,
+        } = r;
+        TranscodeSpec {
+            source: source.clone(),
+            output_dir: output_dir.clone(),
+            qualities: qualities
+                .iter()
+                .map(|q| {
+                    let Quality {
+                        name,
+                        short_side,
+                        bitrate,
+                    } = q;
+                    QualitySpec {
+                        name: name.clone(),
+                        short_side: *short_side,
+                        bitrate: *bitrate,
+                    }
+                })
+                .collect(),
+            thumbnail_time: *thumbnail_time,
+            segment_seconds: *segment_seconds,
+            gop_seconds: *gop_seconds,
+            preset: preset.clone(),
+            threads: *threads,
+            audio_bitrate: *audio_bitrate,
+            limits: limits.into(),
+            fingerprint: fingerprint.clone(),
+            video_id: video_id.clone(),
+        }
+    }
+}
+
+impl From<TranscodeSpec> for TranscodeRequest {
+    fn from(s: TranscodeSpec) -> Self {
+        let TranscodeSpec {
+            source,
+            output_dir,
+            qualities,
+            thumbnail_time,
+            segment_seconds,
+            gop_seconds,
+            preset,
+            threads,
+            audio_bitrate,
+            limits,
+            fingerprint,
+            video_id,
+        } = s;
+        TranscodeRequest {
+            source,
+            output_dir,
+            qualities: qualities
+                .into_iter()
+                .map(|q| Quality {
+                    name: q.name,
+                    short_side: q.short_side,
+                    bitrate: q.bitrate,
+                })
+                .collect(),
+            thumbnail_time,
+            segment_seconds,
+            gop_seconds,
+            preset,
+            threads,
+            audio_bitrate,
+            limits: limits.into(),
+            fingerprint,
+            video_id,
+        }
+    }
+}
+
+/// The one line the parent writes on the child's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChildRequest {
+    pub(crate) job: MediaJob,
+    /// Address space the job may map beyond what the loaded binary maps (0: unlimited).
+    pub(crate) memory_bytes: u64,
+}
+
+/// One line the child writes on its stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ChildMessage {
+    /// The request was read and the limits are in force; the media work starts.
+    Ready {
+        /// The RLIMIT_AS the child set on itself (bytes; None: unlimited).
+        address_space_limit: Option<u64>,
+    },
+    Progress(ProgressTick),
+    /// The last line: the job's result.
+    Done(ChildOutcome),
+}
+
+/// `Result<ChildResult, JobError>` with a stable, explicit wire shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ChildOutcome {
+    Ok(ChildResult),
+    Err(JobError),
+}
+
+/// What a job process produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildResult {
+    Transcode(Outcome),
+    /// `media::thumbnail::ThumbnailOutcome` as JSON (`path`, `time`, `bytes`, `source`).
+    Thumbnail(serde_json::Value),
+    /// `media::SourceInfo` as JSON.
+    Probe(serde_json::Value),
+}
+
+impl ChildResult {
+    /// The result as it goes into `video.processed`'s `result`.
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            ChildResult::Transcode(o) => serde_json::to_value(o).unwrap_or_default(),
+            ChildResult::Thumbnail(v) | ChildResult::Probe(v) => v.clone(),
+        }
+    }
+}
+
+/// The name of a signal as people search for it (`SIGSEGV`), with what it usually means here.
+pub(crate) fn signal_name(sig: i32) -> String {
+    let (name, meaning) = match sig {
+        libc::SIGSEGV => ("SIGSEGV", "invalid memory access"),
+        libc::SIGABRT => ("SIGABRT", "abort"),
+        libc::SIGKILL => ("SIGKILL", "killed"),
+        libc::SIGBUS => ("SIGBUS", "bus error"),
+        libc::SIGFPE => ("SIGFPE", "arithmetic fault"),
+        libc::SIGILL => ("SIGILL", "illegal instruction"),
+        libc::SIGTERM => ("SIGTERM", "terminated"),
+        libc::SIGXCPU => ("SIGXCPU", "CPU time limit"),
+        libc::SIGXFSZ => ("SIGXFSZ", "file size limit"),
+        libc::SIGPIPE => ("SIGPIPE", "broken pipe"),
+        libc::SIGSYS => ("SIGSYS", "bad system call"),
+        libc::SIGTRAP => ("SIGTRAP", "trap"),
+        libc::SIGINT => ("SIGINT", "interrupted"),
+        libc::SIGQUIT => ("SIGQUIT", "quit"),
+        libc::SIGHUP => ("SIGHUP", "hang-up"),
+        _ => return format!("signal {sig}"),
+    };
+    format!("{name} ({meaning})")
+}
+
+/// The host part of staging names, as `media::output` writes it.
+fn staging_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['/', '.', '-'], "_"))
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Removes what process `pid` left beside `target` under `tag` (`.<name>.<tag>-<host>-<pid>-<n>`,
+/// the name `media::output::staging_path` gives): a dead job process cannot remove its own.
+/// Returns the paths removed.
+// The lead swaps this for `media::output::remove_staging_of(target, pid)` once it lands; this
+// copy must follow that module's naming until then.
+pub(crate) fn remove_staging_of(target: &Path, tag: &str, pid: u32) -> Vec<PathBuf> {
+    let Some(name) = target.file_name() else {
+        return Vec::new();
+    };
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!(
+        ".{}.{tag}-{}-{pid}-",
+        name.to_string_lossy(),
+        staging_host()
+    );
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(n) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        match gone {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "staging left by a dead job process not removed")
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transcode_request_crosses_the_pipe_unchanged() {
+        let mut req = TranscodeRequest::new("/in/a.mp4", "/out/a").unwrap();
+        req.qualities = Quality::parse_list(&["720p", "144p"]).unwrap();
+        req.thumbnail_time = 1.5;
+        req.preset = "veryfast".into();
+        req.threads = 3;
+        req.limits.max_duration = 12.0;
+        req.fingerprint = Some("f".into());
+        req.video_id = Some("v".into());
+        let line = serde_json::to_string(&MediaJob::Transcode((&req).into())).unwrap();
+        let MediaJob::Transcode(spec) = serde_json::from_str(&line).unwrap() else {
+            panic!("not a transcode: {line}");
+        };
+        let back: TranscodeRequest = spec.into();
+        assert_eq!(format!("{back:?}"), format!("{req:?}"));
+    }
+
+    #[test]
+    fn only_the_dead_processs_staging_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("video-1");
+        let host = staging_host();
+        let mine = root.path().join(format!(".video-1.staging-{host}-4242-0"));
+        let mine_file = root.path().join(format!(".video-1.staging-{host}-4242-7"));
+        let other_pid = root.path().join(format!(".video-1.staging-{host}-42424-0"));
+        let other_target = root.path().join(format!(".video-10.staging-{host}-4242-0"));
+        let old_output = root.path().join(format!(".video-1.old-{host}-4242-1"));
+        for d in [&mine, &other_pid, &other_target, &old_output, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(mine.join("1080p_000.ts"), b"x").unwrap();
+        std::fs::write(&mine_file, b"x").unwrap();
+        let mut removed = remove_staging_of(&target, "staging", 4242);
+        removed.sort();
+        assert_eq!(removed, vec![mine.clone(), mine_file.clone()]);
+        for kept in [&other_pid, &other_target, &old_output, &target] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+    }
+
+    #[test]
+    fn signals_are_named() {
+        assert_eq!(
+            signal_name(libc::SIGSEGV),
+            "SIGSEGV (invalid memory access)"
+        );
+        assert_eq!(signal_name(64), "signal 64");
+    }
+}

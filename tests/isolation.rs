@@ -1,0 +1,418 @@
+//! Process isolation (`video_worker::isolation`): each job's media work runs in a real child
+//! process (`video-worker job-exec`), and every way that process can end comes back as a result
+//! or a typed error: a signal death, a stall, the memory limit, a cancel, a broken child.
+//! Fixtures are made with Debian's `ffmpeg` CLI; outputs are compared with an in-process run.
+
+mod common;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use common::{assert_no_staging_left, h264_aac_mp4, scratch_dir};
+use tokio::sync::oneshot;
+use video_worker::isolation::{self, ChildCommand, ChildEvent, ChildLimits, MediaJob};
+use video_worker::ladder::Quality;
+use video_worker::media::{self, TranscodeRequest};
+use video_worker::{ErrorKind, JobError};
+
+fn job_exec() -> ChildCommand {
+    ChildCommand {
+        program: env!("CARGO_BIN_EXE_video-worker").into(),
+        args: vec!["job-exec".into()],
+    }
+}
+
+fn request(source: &Path, output: &Path, qualities: &[&str], preset: &str) -> TranscodeRequest {
+    let mut req = TranscodeRequest::new(source, output).unwrap();
+    req.qualities = Quality::parse_list(qualities).unwrap();
+    req.preset = preset.into();
+    req.threads = 2;
+    req.segment_seconds = 2.0;
+    req.thumbnail_time = 1.0;
+    req
+}
+
+fn limits(stall_seconds: u64) -> ChildLimits {
+    ChildLimits {
+        stall_seconds,
+        cancel_grace: Duration::from_secs(5),
+        ..ChildLimits::default()
+    }
+}
+
+fn staging_dirs(parent: &Path) -> Vec<String> {
+    fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".staging-"))
+        .collect()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What a run through `isolation::run` did.
+struct Run {
+    result: Result<isolation::ChildResult, JobError>,
+    pid: u32,
+    ticks: usize,
+    /// Names of the staging dirs seen beside the output at the first progress tick.
+    staging_at_first_tick: Vec<String>,
+    elapsed: Duration,
+}
+
+/// Runs `job` in a job process; at its first progress tick, `at_first_tick(pid)` is called
+/// (to signal the child) and the staging beside `output` is recorded.
+async fn run(
+    job: &MediaJob,
+    command: &ChildCommand,
+    limits: &ChildLimits,
+    output: &Path,
+    at_first_tick: impl FnOnce(u32),
+    cancel: impl std::future::Future<Output = ()>,
+) -> Run {
+    let mut pid = 0;
+    let mut ticks = 0;
+    let mut staging_at_first_tick = Vec::new();
+    let mut at_first_tick = Some(at_first_tick);
+    let started = Instant::now();
+    // A watchdog that does not fire must fail the test, not hang it.
+    let result = tokio::time::timeout(
+        Duration::from_secs(90),
+        isolation::run(
+            job,
+            command,
+            limits,
+            |event| match event {
+                ChildEvent::Spawned { pid: p } => pid = p,
+                ChildEvent::Ready => {}
+                ChildEvent::Progress(_) => {
+                    ticks += 1;
+                    if let Some(f) = at_first_tick.take() {
+                        staging_at_first_tick = staging_dirs(output.parent().unwrap());
+                        f(pid);
+                    }
+                }
+            },
+            cancel,
+        ),
+    )
+    .await
+    .expect("isolation::run returned within 90 s");
+    Run {
+        result,
+        pid,
+        ticks,
+        staging_at_first_tick,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A trigger for the first progress tick and the cancel future it resolves.
+fn cancel_at_first_tick() -> (impl FnOnce(u32), impl std::future::Future<Output = ()>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    (
+        move |_| {
+            let _ = tx.send(());
+        },
+        async move {
+            let _ = rx.await;
+        },
+    )
+}
+
+fn probe_of(source: PathBuf) -> MediaJob {
+    MediaJob::Probe {
+        source,
+        limits: (&media::Limits::default()).into(),
+    }
+}
+
+/// A stand-in for a broken job process: a shell script given a probe request.
+async fn run_script(dir: &Path, script: &str, limits: &ChildLimits, cancel_on_tick: bool) -> Run {
+    let job = probe_of(dir.join("x.mp4"));
+    let command = ChildCommand {
+        program: "/bin/sh".into(),
+        args: vec![OsString::from("-c"), script.into()],
+    };
+    if cancel_on_tick {
+        let (trigger, cancel) = cancel_at_first_tick();
+        run(&job, &command, limits, dir, trigger, cancel).await
+    } else {
+        run(&job, &command, limits, dir, |_| {}, never()).await
+    }
+}
+
+/// A progress line as the job process writes it.
+const TICK: &str = r#"{"progress":{"stage":"transcoding","frames":1,"total_frames":null,"percent":1.0,"fps":1.0,"eta_seconds":null}}"#;
+
+fn never() -> std::future::Pending<()> {
+    std::future::pending()
+}
+
+fn expect_error(run: &Run, kind: ErrorKind) -> &JobError {
+    match &run.result {
+        Err(e) if e.kind == kind => e,
+        other => panic!("expected a {kind} error, got {other:?}"),
+    }
+}
+
+/// A 360p transcode of a source long enough that it is still running at its first tick, in
+/// a fresh directory; returns the directory, the job's output path and the run.
+async fn run_slow_transcode(
+    preset: &str,
+    limits: &ChildLimits,
+    at_first_tick: impl FnOnce(u32),
+    cancel: impl std::future::Future<Output = ()>,
+) -> (tempfile::TempDir, PathBuf, Run) {
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "slow.mp4", 640, 360, 12.0);
+    let out = dir.path().join("out");
+    let job = MediaJob::Transcode((&request(&source, &out, &["360p"], preset)).into());
+    let run = run(&job, &job_exec(), limits, &out, at_first_tick, cancel).await;
+    (dir, out, run)
+}
+
+#[tokio::test]
+async fn a_transcode_through_a_job_process_gives_the_same_output_as_in_process() {
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "src.mp4", 640, 360, 3.0);
+    let in_process = dir.path().join("in-process");
+    let isolated = dir.path().join("isolated");
+
+    // One encoder thread per rendition: x264's rate control under VBV with frame threads
+    // depends on thread timing, so only single-threaded encodes are byte-for-byte repeatable.
+    let request = |out: &Path| {
+        let mut req = request(&source, out, &["360p", "240p"], "ultrafast");
+        req.threads = 1;
+        req
+    };
+    let req = request(&in_process);
+    let expected = media::transcode(&req, &AtomicBool::new(false), &|_| {}).unwrap();
+
+    let req = request(&isolated);
+    let job = MediaJob::Transcode((&req).into());
+    let run = run(&job, &job_exec(), &limits(30), &isolated, |_| {}, never()).await;
+    let outcome = match run.result {
+        Ok(isolation::ChildResult::Transcode(o)) => o,
+        other => panic!("expected a transcode outcome, got {other:?}"),
+    };
+    assert!(run.ticks > 0, "no progress relayed");
+    assert_eq!(outcome.output_dir, isolated);
+    assert_eq!(outcome.frames_encoded, expected.frames_encoded);
+    assert_eq!(outcome.has_audio, expected.has_audio);
+    assert_eq!(
+        serde_json::to_value(&outcome.renditions).unwrap(),
+        serde_json::to_value(&expected.renditions).unwrap()
+    );
+    // Same encoder settings, same input: byte-identical segments and playlists.
+    let mut names: Vec<_> = fs::read_dir(&in_process)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    let mut isolated_names: Vec<_> = fs::read_dir(&isolated)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    isolated_names.sort();
+    assert_eq!(names, isolated_names);
+    for name in names
+        .iter()
+        .filter(|n| n.to_string_lossy() != "manifest.json")
+    {
+        assert!(
+            fs::read(in_process.join(name)).unwrap() == fs::read(isolated.join(name)).unwrap(),
+            "{name:?} differs"
+        );
+    }
+    assert_no_staging_left(dir.path());
+}
+
+#[tokio::test]
+async fn a_segfault_in_the_job_process_is_a_crashed_error_naming_sigsegv_and_leaves_no_staging() {
+    let (dir, out, run) = run_slow_transcode(
+        "medium",
+        &limits(30),
+        |pid| {
+            // Rust's runtime catches the first SIGSEGV (to tell a stack overflow apart), puts
+            // back the default action and returns: a real fault then faults again and kills,
+            // but a sent signal is absorbed. The second one kills, like a real fault.
+            signal(pid, "SEGV");
+            std::thread::sleep(Duration::from_millis(50));
+            signal(pid, "SEGV");
+        },
+        never(),
+    )
+    .await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(e.message.contains("SIGSEGV"), "{}", e.message);
+    assert!(!e.kind.is_permanent());
+    assert_eq!(
+        run.staging_at_first_tick.len(),
+        1,
+        "the job had a staging dir when it was killed"
+    );
+    assert_no_staging_left(dir.path());
+    assert!(!out.exists());
+    assert!(!process_exists(run.pid), "child {} not reaped", run.pid);
+}
+
+#[tokio::test]
+async fn a_job_process_without_progress_is_killed_as_stalled_after_the_stall_time() {
+    let (dir, _out, run) =
+        run_slow_transcode("medium", &limits(3), |pid| signal(pid, "STOP"), never()).await;
+    let e = expect_error(&run, ErrorKind::Stalled);
+    assert!(e.message.contains("no progress for 3 s"), "{}", e.message);
+    assert!(
+        run.elapsed >= Duration::from_secs(3) && run.elapsed < Duration::from_secs(20),
+        "{:?}",
+        run.elapsed
+    );
+    assert_eq!(run.staging_at_first_tick.len(), 1);
+    assert_no_staging_left(dir.path());
+    assert!(!process_exists(run.pid), "child {} not reaped", run.pid);
+}
+
+#[tokio::test]
+async fn a_cancelled_job_process_stops_with_cancelled_and_cleans_its_staging() {
+    let (trigger, cancel) = cancel_at_first_tick();
+    let (dir, out, run) = run_slow_transcode("medium", &limits(30), trigger, cancel).await;
+    let e = expect_error(&run, ErrorKind::Cancelled);
+    // The child honoured SIGTERM itself (its own error), well within the grace period.
+    assert!(!e.message.contains("did not stop"), "{}", e.message);
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    assert_eq!(run.staging_at_first_tick.len(), 1);
+    assert_no_staging_left(dir.path());
+    assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn a_job_process_that_ignores_sigterm_is_killed_after_the_grace_and_reported_cancelled() {
+    let dir = scratch_dir();
+    let mut l = limits(30);
+    l.cancel_grace = Duration::from_secs(1);
+    let script = format!("trap '' TERM; echo '{TICK}'; exec sleep 30");
+    let run = run_script(dir.path(), &script, &l, true).await;
+    let e = expect_error(&run, ErrorKind::Cancelled);
+    assert!(
+        e.message.contains("did not stop within 1 s"),
+        "{}",
+        e.message
+    );
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[tokio::test]
+async fn a_1080p_transcode_over_its_memory_limit_is_an_out_of_memory_crash() {
+    let dir = scratch_dir();
+    let source = common::h264_mp4(dir.path(), "hd.mp4", 1920, 1080, 2.0);
+    let out = dir.path().join("out");
+    let job = MediaJob::Transcode((&request(&source, &out, &["1080p"], "ultrafast")).into());
+    let mut l = limits(30);
+    l.memory_bytes = 64 << 20;
+    let run = run(&job, &job_exec(), &l, &out, |_| {}, never()).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(
+        e.message.starts_with("out of memory") && e.message.contains("64 MiB"),
+        "{}",
+        e.message
+    );
+    assert_no_staging_left(dir.path());
+    assert!(!out.exists());
+
+    // The same job with the default limit succeeds: the limit was the cause.
+    let run = run_default(&job, &out).await;
+    assert!(run.is_ok(), "{run:?}");
+}
+
+async fn run_default(job: &MediaJob, out: &Path) -> Result<isolation::ChildResult, JobError> {
+    run(job, &job_exec(), &limits(30), out, |_| {}, never())
+        .await
+        .result
+}
+
+#[tokio::test]
+async fn garbage_on_the_job_processs_stdout_is_a_crash() {
+    let dir = scratch_dir();
+    let script = "echo 'Segmentation fault'; exec sleep 30";
+    let run = run_script(dir.path(), script, &limits(30), false).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(e.message.contains("Segmentation fault"), "{}", e.message);
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}
+
+#[tokio::test]
+async fn a_job_process_that_exits_without_a_result_is_a_crash_with_its_status_and_last_words() {
+    let dir = scratch_dir();
+    let script = "read line; echo 'libfoo: assertion failed' >&2; exit 3";
+    let run = run_script(dir.path(), script, &limits(30), false).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(e.message.contains("status 3"), "{}", e.message);
+    assert!(
+        e.message.contains("libfoo: assertion failed"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
+async fn a_job_over_its_wall_time_is_killed_as_limit_exceeded() {
+    let mut l = limits(30);
+    l.wall_seconds = 2;
+    let (dir, _out, run) = run_slow_transcode("veryslow", &l, |_| {}, never()).await;
+    let e = expect_error(&run, ErrorKind::LimitExceeded);
+    assert!(
+        e.message.contains("wall-time limit of 2 s"),
+        "{}",
+        e.message
+    );
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    assert_no_staging_left(dir.path());
+}
+
+#[tokio::test]
+async fn probe_and_thumbnail_jobs_run_in_the_job_process() {
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "src.mp4", 320, 240, 2.0);
+    let probe = probe_of(source.clone());
+    let info = match run_default(&probe, dir.path()).await {
+        Ok(isolation::ChildResult::Probe(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info["video"]["width"], 320);
+    assert_eq!(info["video"]["height"], 240);
+
+    let out = dir.path().join("thumbs");
+    let thumb = MediaJob::Thumbnail {
+        source,
+        output_dir: out.clone(),
+        time: 1.0,
+        limits: (&media::Limits::default()).into(),
+    };
+    let result = match run_default(&thumb, &out).await {
+        Ok(isolation::ChildResult::Thumbnail(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        result["path"].as_str().map(PathBuf::from),
+        Some(out.join("thumbnail.jpg"))
+    );
+    assert!(fs::metadata(out.join("thumbnail.jpg")).unwrap().len() > 0);
+
+    let missing = probe_of(dir.path().join("missing.mp4"));
+    let e = run_default(&missing, dir.path()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::SourceNotFound, "{e}");
+}
