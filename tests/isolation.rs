@@ -416,3 +416,117 @@ async fn probe_and_thumbnail_jobs_run_in_the_job_process() {
     let e = run_default(&missing, dir.path()).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::SourceNotFound, "{e}");
 }
+
+/// The review's C2 file (issue 7): a rotated MP4 whose H.264 stream shrinks to 4096x16
+/// mid-stream. Before the filter graph is rebuilt on such changes, libavfilter reads out of
+/// bounds and dies with SIGSEGV, which took the whole worker down. In a job process it ends
+/// that one job; once the media code handles the change it gets a clean outcome instead.
+#[tokio::test]
+async fn a_source_that_segfaults_libavfilter_ends_one_job_not_the_worker() {
+    let dir = scratch_dir();
+    let d = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=blue:size=480x360:rate=25:duration=0.4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-bsf:v",
+        "h264_mp4toannexb",
+        &d("s1.ts"),
+    ]);
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=4096x16:rate=25:duration=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-output_ts_offset",
+        "0.4",
+        &d("s2.ts"),
+    ]);
+    let mut joined = fs::read(d("s1.ts")).unwrap();
+    joined.extend(fs::read(d("s2.ts")).unwrap());
+    fs::write(d("s.ts"), joined).unwrap();
+    common::ffmpeg(&[
+        "-i",
+        &d("s.ts"),
+        "-c",
+        "copy",
+        "-metadata:s:v",
+        "rotate=90",
+        &d("crash_rot.mp4"),
+    ]);
+    let out = dir.path().join("out");
+    let mut req = request(Path::new(&d("crash_rot.mp4")), &out, &["144p"], "ultrafast");
+    req.threads = 1;
+    let result = run_default(&MediaJob::Transcode((&req).into()), &out).await;
+    match &result {
+        Err(e) if e.kind == ErrorKind::Crashed => {
+            assert!(e.message.contains("SIGSEGV"), "{}", e.message)
+        }
+        Err(e) => assert!(
+            matches!(e.kind, ErrorKind::InvalidMedia | ErrorKind::LimitExceeded),
+            "{e}"
+        ),
+        Ok(_) => assert!(out.join("master.m3u8").is_file()),
+    }
+    assert_no_staging_left(dir.path());
+}
+
+/// The worker holds the job process's stdin open; if the worker dies without killing it,
+/// end of file on stdin makes the job cancel itself and remove its staging.
+#[test]
+fn a_job_process_whose_worker_is_gone_cancels_and_removes_its_staging() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "slow.mp4", 640, 360, 12.0);
+    let out = dir.path().join("out");
+    let req = request(&source, &out, &["360p"], "medium");
+    let line = serde_json::json!({
+        "job": MediaJob::Transcode((&req).into()),
+        "memory_bytes": 0,
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_video-worker"))
+        .arg("job-exec")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{line}").unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first_tick = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with(r#"{"progress""#));
+    assert!(first_tick.is_some(), "no progress line");
+    assert_eq!(staging_dirs(dir.path()).len(), 1);
+    drop(stdin);
+    let last = lines.map(|l| l.unwrap()).last().unwrap_or_default();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(last.contains(r#""kind":"cancelled""#), "last line: {last}");
+    assert_no_staging_left(dir.path());
+    assert!(!out.exists());
+}
+
+#[tokio::test]
+async fn a_job_over_its_cpu_time_is_killed_as_limit_exceeded() {
+    let mut l = limits(30);
+    l.cpu_seconds = 1;
+    let (dir, _out, run) = run_slow_transcode("veryslow", &l, |_| {}, never()).await;
+    let e = expect_error(&run, ErrorKind::LimitExceeded);
+    assert!(
+        e.message.contains("CPU-time limit of 1 s") && e.message.contains("SIGXCPU"),
+        "{}",
+        e.message
+    );
+    assert_no_staging_left(dir.path());
+}

@@ -466,13 +466,13 @@ struct Ending<'a> {
 }
 
 impl Ending<'_> {
-    /// ", after 3.2 s at 41% (frame 120)": where the job was when it ended.
+    /// " after 3.2 s at 41%, frame 120 (pid 812)": where the job was when it ended.
     fn context(&self) -> String {
         let at = match self.last_tick {
-            Some(t) => format!(" at {:.0}% (frame {})", t.percent, t.frames),
-            None => " before any progress".to_string(),
+            Some(t) => format!(" at {:.0}%, frame {}", t.percent, t.frames),
+            None => ", before any progress".to_string(),
         };
-        format!(", after {:.1} s{at} (pid {})", self.elapsed, self.pid)
+        format!(" after {:.1} s{at} (pid {})", self.elapsed, self.pid)
     }
 
     fn stalled(&self) -> JobError {
@@ -545,8 +545,14 @@ impl Ending<'_> {
                     self.context()
                 )),
                 None => JobError::crashed(format!(
-                    "the job process was killed by {}{}{last_words}",
+                    "the job process was killed by {}{}{}{last_words}",
                     signal_name(sig),
+                    if sig == libc::SIGKILL {
+                        // Not ours: every SIGKILL the worker sends is reported as its reason.
+                        " (not sent by the worker: the kernel's out-of-memory killer, or an operator)"
+                    } else {
+                        ""
+                    },
                     self.context()
                 )),
             },
