@@ -59,6 +59,13 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// Field 5 of /proc/<pid>/stat (after the parenthesised command name).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
 fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -272,9 +279,23 @@ async fn a_segfault_in_the_job_process_is_a_crashed_error_naming_sigsegv_and_lea
 
 #[tokio::test]
 async fn a_job_process_without_progress_is_killed_as_stalled_after_the_stall_time() {
-    let (dir, _out, run) =
-        run_slow_transcode("medium", &limits(3), |pid| signal(pid, "STOP"), never()).await;
+    let mut own_group = false;
+    let (dir, _out, run) = run_slow_transcode(
+        "medium",
+        &limits(3),
+        |pid| {
+            own_group = process_group(pid) == Some(pid);
+            signal(pid, "STOP")
+        },
+        never(),
+    )
+    .await;
     let e = expect_error(&run, ErrorKind::Stalled);
+    // A Ctrl-C at the worker's terminal goes to its process group, not to the job's.
+    assert!(
+        own_group,
+        "the job process is not in a process group of its own"
+    );
     assert!(e.message.contains("no progress for 3 s"), "{}", e.message);
     assert!(
         run.elapsed >= Duration::from_secs(3) && run.elapsed < Duration::from_secs(20),
@@ -529,4 +550,77 @@ async fn a_job_over_its_cpu_time_is_killed_as_limit_exceeded() {
         e.message
     );
     assert_no_staging_left(dir.path());
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The cost of a job process, measured (not a pass/fail test):
+/// `cargo test --release --test isolation -- --ignored --nocapture job_process_cost`.
+#[tokio::test]
+#[ignore]
+async fn job_process_cost() {
+    const RUNS: usize = 20;
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "src.mp4", 640, 360, 4.0);
+    media::init().unwrap();
+    let limits_default = media::Limits::default();
+    let mut in_process = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        media::probe(&source, &limits_default).unwrap();
+        in_process.push(t.elapsed());
+    }
+    let (mut ready, mut isolated) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let mut spawned = None;
+        let mut ready_after = None;
+        let t = Instant::now();
+        let r = isolation::run(
+            &probe_of(source.clone()),
+            &job_exec(),
+            &limits(30),
+            |e| match e {
+                ChildEvent::Spawned { .. } => spawned = Some(Instant::now()),
+                ChildEvent::Ready => ready_after = spawned.map(|s| s.elapsed()),
+                ChildEvent::Progress(_) => {}
+            },
+            never(),
+        )
+        .await;
+        isolated.push(t.elapsed());
+        assert!(r.is_ok(), "{r:?}");
+        ready.push(ready_after.expect("a ready line"));
+    }
+    println!(
+        "probe, median of {RUNS}: in-process {:.1} ms; job process {:.1} ms \
+         (spawn → ready line {:.1} ms)",
+        median(in_process).as_secs_f64() * 1e3,
+        median(isolated).as_secs_f64() * 1e3,
+        median(ready).as_secs_f64() * 1e3,
+    );
+
+    const TRANSCODES: usize = 5;
+    let (mut in_process, mut isolated) = (Vec::new(), Vec::new());
+    for i in 0..TRANSCODES {
+        let out = dir.path().join(format!("a{i}"));
+        let req = request(&source, &out, &["360p", "240p"], "veryfast");
+        let t = Instant::now();
+        media::transcode(&req, &AtomicBool::new(false), &|_| {}).unwrap();
+        in_process.push(t.elapsed());
+        let out = dir.path().join(format!("b{i}"));
+        let job =
+            MediaJob::Transcode((&request(&source, &out, &["360p", "240p"], "veryfast")).into());
+        let t = Instant::now();
+        run_default(&job, &out).await.unwrap();
+        isolated.push(t.elapsed());
+    }
+    println!(
+        "4 s 360p → 360p+240p veryfast transcode, median of {TRANSCODES}: in-process {:.0} ms; \
+         job process {:.0} ms",
+        median(in_process).as_secs_f64() * 1e3,
+        median(isolated).as_secs_f64() * 1e3,
+    );
 }

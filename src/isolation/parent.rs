@@ -142,8 +142,8 @@ pub async fn run(
     let parent = std::process::id() as libc::pid_t;
     let cpu_seconds = limits.cpu_seconds;
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: `before_exec` makes only the prctl, getppid and setrlimit system
-    // calls, allocates nothing and takes no lock.
+    // calls are allowed: `before_exec` makes only the prctl, getppid, setpgid and setrlimit
+    // system calls, allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || before_exec(parent, cpu_seconds));
     }
@@ -332,6 +332,12 @@ fn before_exec(parent: libc::pid_t, cpu_seconds: u64) -> std::io::Result<()> {
     if unsafe { libc::getppid() } != parent {
         // The worker died between fork and prctl: the death signal will never come.
         return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // Its own process group: a Ctrl-C (SIGINT to the terminal's foreground group) reaches
+    // the worker, which decides what happens to the job, instead of killing the job at once.
+    // SAFETY: setpgid with integer arguments only.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     // No core files: a crashing job must not fill the disk with multi-GB dumps.
     set_limit(libc::RLIMIT_CORE, 0, 0)?;
