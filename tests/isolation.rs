@@ -624,3 +624,14 @@ async fn job_process_cost() {
         median(isolated).as_secs_f64() * 1e3,
     );
 }
+
+#[tokio::test]
+async fn a_job_process_that_closes_its_output_but_lingers_is_killed_as_a_crash() {
+    let dir = scratch_dir();
+    let mut l = limits(30);
+    l.cancel_grace = Duration::from_secs(1);
+    let run = run_script(dir.path(), "exec >&-; exec sleep 30", &l, false).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(e.message.contains("did not exit"), "{}", e.message);
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+}

@@ -136,7 +136,9 @@ fn limit_memory(memory_bytes: u64) -> Result<Option<u64>, JobError> {
     if memory_bytes == 0 {
         return Ok(None);
     }
-    let baseline = vm_size().unwrap_or(0);
+    let baseline = vm_size().ok_or_else(|| {
+        JobError::internal("job process: cannot read its address-space size in /proc/self/status")
+    })?;
     let limit = baseline.saturating_add(memory_bytes);
     let rlim = libc::rlimit {
         rlim_cur: limit,

@@ -99,6 +99,8 @@ enum Kill {
     WallTime,
     Garbage,
     CancelGraceOver,
+    /// It closed its stdout but did not exit.
+    OutputClosed,
 }
 
 /// Runs `job` in a job process and returns its result.
@@ -246,6 +248,9 @@ pub async fn run(
     let status = match tokio::time::timeout(limits.cancel_grace, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
+            if killed.is_none() {
+                killed = Some(Kill::OutputClosed);
+            }
             let _ = child.start_kill();
             match tokio::time::timeout(limits.cancel_grace, child.wait()).await {
                 Ok(s) => s,
@@ -296,6 +301,11 @@ pub async fn run(
         (Some(Kill::Garbage), _) => JobError::crashed(format!(
             "the job process wrote {:?} instead of a protocol line and was killed{}",
             garbage,
+            ending.context()
+        )),
+        (Some(Kill::OutputClosed), _) => JobError::crashed(format!(
+            "the job process closed its output without a result but did not exit, and was \
+             killed{}",
             ending.context()
         )),
         (Some(Kill::CancelGraceOver), _) => JobError::cancelled(format!(
