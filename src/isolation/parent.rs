@@ -162,9 +162,12 @@ pub async fn run(
     // Kept open until the end: the child reads end of file as "the worker is gone".
     let mut stdin = child.stdin.take();
     if let Some(s) = stdin.as_mut() {
-        if let Err(e) = s.write_all(&request).await {
-            // The child died before reading: its exit status says why.
-            tracing::warn!(pid, error = %e, "job request not written");
+        // A request fits in the pipe's buffer; the timeout is for a child that never reads.
+        match tokio::time::timeout(limits.cancel_grace, s.write_all(&request)).await {
+            Ok(Ok(())) => {}
+            // The child died or hangs before reading: its exit status or the watchdog says why.
+            Ok(Err(e)) => tracing::warn!(pid, error = %e, "job request not written"),
+            Err(_) => tracing::warn!(pid, "job request not read by the job process"),
         }
     }
     let (tx, mut lines) = mpsc::channel::<Line>(64);
