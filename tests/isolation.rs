@@ -635,3 +635,76 @@ async fn a_job_process_that_closes_its_output_but_lingers_is_killed_as_a_crash()
     assert!(e.message.contains("did not exit"), "{}", e.message);
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
 }
+
+/// Set in the environment of the intermediate worker that `a_job_process_dies_with_its_worker`
+/// starts (this test binary again, running only `worker_for_the_death_test`).
+const DEATH_TEST_SOURCE: &str = "VW_ISOLATION_DEATH_TEST_SOURCE";
+
+/// Not a test on its own: the stand-in worker of `a_job_process_dies_with_its_worker`. It runs
+/// a slow transcode through `isolation::run`, prints the job process's pid at the first tick,
+/// and waits to be killed.
+#[tokio::test]
+#[ignore]
+async fn worker_for_the_death_test() {
+    let Some(source) = std::env::var_os(DEATH_TEST_SOURCE) else {
+        return;
+    };
+    let source = PathBuf::from(source);
+    let out = source.with_file_name("out");
+    let job = MediaJob::Transcode((&request(&source, &out, &["360p"], "veryslow")).into());
+    let at_first_tick = |pid: u32| println!("JOB PROCESS {pid}");
+    let _ = run(
+        &job,
+        &job_exec(),
+        &limits(300),
+        &out,
+        at_first_tick,
+        never(),
+    )
+    .await;
+}
+
+fn is_dead(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waiting for a reaper is dead too.
+        Ok(stat) => stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z'),
+    }
+}
+
+/// A worker killed with SIGKILL cannot stop its job processes: PR_SET_PDEATHSIG does.
+#[test]
+fn a_job_process_dies_with_its_worker() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch_dir();
+    let source = h264_aac_mp4(dir.path(), "slow.mp4", 640, 360, 12.0);
+    let mut worker = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "worker_for_the_death_test",
+            "--nocapture",
+        ])
+        .env(DEATH_TEST_SOURCE, &source)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let job_pid: u32 = BufReader::new(worker.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("JOB PROCESS ").map(|p| p.parse().unwrap()))
+        .expect("the stand-in worker reports its job process");
+    assert!(!is_dead(job_pid));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !is_dead(job_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        is_dead(job_pid),
+        "job process {job_pid} outlived its worker"
+    );
+}
