@@ -93,14 +93,25 @@ enum Line {
 }
 
 /// Why the parent killed the child.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Kill {
     Stalled,
     WallTime,
-    Garbage,
+    /// What it wrote instead of a protocol line (the start of it).
+    Garbage(String),
     CancelGraceOver,
     /// It closed its stdout but did not exit.
     OutputClosed,
+}
+
+/// What watching a job process established.
+#[derive(Default)]
+struct Watched {
+    result: Option<ChildOutcome>,
+    killed: Option<Kill>,
+    /// SIGTERM was sent (cancel).
+    cancelled: bool,
+    last_tick: Option<ProgressTick>,
 }
 
 /// Runs `job` in a job process and returns its result.
@@ -135,27 +146,8 @@ pub async fn run(
     .map_err(|e| JobError::internal(format!("job request: {e}")))?;
     request.push(b'\n');
 
-    let mut cmd = tokio::process::Command::new(&command.program);
-    cmd.args(&command.args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let parent = std::process::id() as libc::pid_t;
-    let cpu_seconds = limits.cpu_seconds;
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: `before_exec` makes only the prctl, getppid, setpgid and setrlimit
-    // system calls, allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(move || before_exec(parent, cpu_seconds));
-    }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        JobError::internal(format!(
-            "starting the job process {}: {e}",
-            command.program.display()
-        ))
-    })?;
+    let mut child = spawn(command, limits)?;
     let pid = child.id().unwrap_or(0);
     on_event(ChildEvent::Spawned { pid });
 
@@ -170,7 +162,7 @@ pub async fn run(
             Err(_) => tracing::warn!(pid, "job request not read by the job process"),
         }
     }
-    let (tx, mut lines) = mpsc::channel::<Line>(64);
+    let (tx, lines) = mpsc::channel::<Line>(64);
     let reader = child
         .stdout
         .take()
@@ -180,87 +172,8 @@ pub async fn run(
         .take()
         .map(|err| tokio::spawn(stderr_tail(err, pid)));
 
-    let stall = (limits.stall_seconds > 0).then(|| Duration::from_secs(limits.stall_seconds));
-    let wall_deadline =
-        (limits.wall_seconds > 0).then(|| started + Duration::from_secs(limits.wall_seconds));
-    let mut last_line = Instant::now();
-    let mut last_tick: Option<ProgressTick> = None;
-    let mut result: Option<ChildOutcome> = None;
-    let mut killed: Option<Kill> = None;
-    let mut garbage = String::new();
-    let mut term_sent: Option<Instant> = None;
-    let mut killed_at: Option<Instant> = None;
-    let far = Duration::from_secs(86_400 * 365);
-    tokio::pin!(cancel);
-    loop {
-        let stall_at = stall.map_or(last_line + far, |s| last_line + s);
-        let wall_at = wall_deadline.unwrap_or(started + far);
-        let grace_at = term_sent.map_or(started + far, |t| t + limits.cancel_grace);
-        // A killed process closes its output at once, unless it is stuck in uninterruptible
-        // I/O (a hung network mount): then stop waiting for it.
-        let give_up_at = killed_at.map_or(started + far, |t| t + limits.cancel_grace);
-        let watching = killed.is_none();
-        tokio::select! {
-            line = lines.recv() => match line {
-                None => break,
-                Some(Line::Message(m)) => {
-                    last_line = Instant::now();
-                    match m {
-                        ChildMessage::Ready { address_space_limit } => {
-                            tracing::debug!(pid, ?address_space_limit, "job process ready");
-                            on_event(ChildEvent::Ready);
-                        }
-                        ChildMessage::Progress(t) => {
-                            last_tick = Some(t.clone());
-                            on_event(ChildEvent::Progress(t));
-                        }
-                        ChildMessage::Done(o) => result = Some(o),
-                    }
-                }
-                Some(Line::Garbage(text)) => {
-                    if killed.is_none() {
-                        garbage = text;
-                        kill(&mut child, &mut killed, Kill::Garbage);
-                    }
-                }
-            },
-            _ = tokio::time::sleep_until(stall_at), if watching && stall.is_some() => {
-                kill(&mut child, &mut killed, Kill::Stalled);
-            }
-            _ = tokio::time::sleep_until(wall_at), if watching && wall_deadline.is_some() => {
-                kill(&mut child, &mut killed, Kill::WallTime);
-            }
-            _ = &mut cancel, if watching && term_sent.is_none() => {
-                tracing::info!(pid, "cancelling the job process (SIGTERM)");
-                terminate(pid);
-                term_sent = Some(Instant::now());
-            }
-            _ = tokio::time::sleep_until(grace_at), if watching && term_sent.is_some() => {
-                kill(&mut child, &mut killed, Kill::CancelGraceOver);
-            }
-            _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() => {
-                tracing::error!(pid, "the job process does not die after SIGKILL; leaving it");
-                break;
-            }
-        }
-        if killed.is_some() && killed_at.is_none() {
-            killed_at = Some(Instant::now());
-        }
-    }
-    // Output closed: the process is ending. Bound the wait all the same.
-    let status = match tokio::time::timeout(limits.cancel_grace, child.wait()).await {
-        Ok(s) => s,
-        Err(_) => {
-            if killed.is_none() {
-                killed = Some(Kill::OutputClosed);
-            }
-            let _ = child.start_kill();
-            match tokio::time::timeout(limits.cancel_grace, child.wait()).await {
-                Ok(s) => s,
-                Err(_) => Err(std::io::Error::other("it did not exit after SIGKILL")),
-            }
-        }
-    };
+    let mut watched = watch(&mut child, lines, limits, started, &mut on_event, cancel).await;
+    let status = reap(&mut child, &mut watched.killed, limits).await;
     drop(stdin);
     if let Some(r) = reader {
         r.abort();
@@ -276,54 +189,149 @@ pub async fn run(
     let ending = Ending {
         pid,
         elapsed: started.elapsed().as_secs_f64(),
-        last_tick: last_tick.as_ref(),
+        last_tick: watched.last_tick.as_ref(),
         stderr: &stderr,
         limits,
     };
-    if let Some(outcome) = result {
-        if let Ok(s) = &status {
-            if !s.success() {
-                tracing::warn!(pid, status = %s, "job process ended abnormally after its result");
+    let error = match watched.result.take() {
+        Some(ChildOutcome::Ok(r)) => {
+            if let Ok(s) = &status {
+                if !s.success() {
+                    tracing::warn!(pid, status = %s, "job process ended abnormally after its result");
+                }
             }
+            return Ok(r);
         }
-        match outcome {
-            ChildOutcome::Ok(r) => return Ok(r),
-            ChildOutcome::Err(e) => {
-                clean_staging(job, pid).await;
-                return Err(ending.refused_allocation(e));
-            }
-        }
-    }
-    let error = match (killed, term_sent.is_some()) {
-        (Some(Kill::Stalled), _) => ending.stalled(),
-        (Some(Kill::WallTime), _) => JobError::limit_exceeded(format!(
-            "the job ran longer than its wall-time limit of {} s and was killed{}",
-            limits.wall_seconds,
-            ending.context()
-        )),
-        (Some(Kill::Garbage), _) => JobError::crashed(format!(
-            "the job process wrote {:?} instead of a protocol line and was killed{}",
-            garbage,
-            ending.context()
-        )),
-        (Some(Kill::OutputClosed), _) => JobError::crashed(format!(
-            "the job process closed its output without a result but did not exit, and was \
-             killed{}",
-            ending.context()
-        )),
-        (Some(Kill::CancelGraceOver), _) => JobError::cancelled(format!(
-            "cancelled; the job process did not stop within {:.0} s of SIGTERM and was killed",
-            limits.cancel_grace.as_secs_f64()
-        )),
-        (None, true) => JobError::cancelled(format!(
-            "cancelled; the job process ended without a result ({})",
-            describe(&status)
-        )),
-        (None, false) => ending.died(&status),
+        // Its own error: it removed its staging itself, unless it died right after.
+        Some(ChildOutcome::Err(e)) => ending.refused_allocation(e),
+        None => ending.explain(&watched, &status),
     };
-    tracing::warn!(pid, error = %error, "job process ended abnormally");
+    if watched.killed.is_some() || status.as_ref().map_or(true, |s| !s.success()) {
+        tracing::warn!(pid, error = %error, "job process ended abnormally");
+    }
     clean_staging(job, pid).await;
     Err(error)
+}
+
+fn spawn(command: &ChildCommand, limits: &ChildLimits) -> Result<Child, JobError> {
+    let mut cmd = tokio::process::Command::new(&command.program);
+    cmd.args(&command.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let parent = std::process::id() as libc::pid_t;
+    let cpu_seconds = limits.cpu_seconds;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: `before_exec` makes only the prctl, getppid, setpgid and setrlimit
+    // system calls, allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || before_exec(parent, cpu_seconds));
+    }
+    cmd.spawn().map_err(|e| {
+        JobError::internal(format!(
+            "starting the job process {}: {e}",
+            command.program.display()
+        ))
+    })
+}
+
+/// Relays the child's lines until its output closes, and enforces the stall, wall-time and
+/// cancel rules meanwhile.
+async fn watch(
+    child: &mut Child,
+    mut lines: mpsc::Receiver<Line>,
+    limits: &ChildLimits,
+    started: Instant,
+    on_event: &mut impl FnMut(ChildEvent),
+    cancel: impl Future<Output = ()>,
+) -> Watched {
+    let pid = child.id().unwrap_or(0);
+    let stall = (limits.stall_seconds > 0).then(|| Duration::from_secs(limits.stall_seconds));
+    let wall = (limits.wall_seconds > 0).then(|| Duration::from_secs(limits.wall_seconds));
+    let never = started + Duration::from_secs(86_400 * 365);
+    let mut w = Watched::default();
+    let mut last_line = Instant::now();
+    let mut term_sent: Option<Instant> = None;
+    let mut killed_at: Option<Instant> = None;
+    tokio::pin!(cancel);
+    loop {
+        let stall_at = stall.map_or(never, |s| last_line + s);
+        let wall_at = wall.map_or(never, |w| started + w);
+        let grace_at = term_sent.map_or(never, |t| t + limits.cancel_grace);
+        // A killed process closes its output at once, unless it is stuck in uninterruptible
+        // I/O (a hung network mount): then stop waiting for it.
+        let give_up_at = killed_at.map_or(never, |t| t + limits.cancel_grace);
+        let watching = w.killed.is_none();
+        let mut kill_for = None;
+        tokio::select! {
+            line = lines.recv() => match line {
+                None => break,
+                Some(Line::Message(m)) => {
+                    last_line = Instant::now();
+                    match m {
+                        ChildMessage::Ready { address_space_limit } => {
+                            tracing::debug!(pid, ?address_space_limit, "job process ready");
+                            on_event(ChildEvent::Ready);
+                        }
+                        ChildMessage::Progress(t) => {
+                            w.last_tick = Some(t.clone());
+                            on_event(ChildEvent::Progress(t));
+                        }
+                        ChildMessage::Done(o) => w.result = Some(o),
+                    }
+                }
+                Some(Line::Garbage(text)) => kill_for = Some(Kill::Garbage(text)),
+            },
+            _ = tokio::time::sleep_until(stall_at), if watching && stall.is_some() => {
+                kill_for = Some(Kill::Stalled);
+            }
+            _ = tokio::time::sleep_until(wall_at), if watching && wall.is_some() => {
+                kill_for = Some(Kill::WallTime);
+            }
+            _ = &mut cancel, if watching && term_sent.is_none() => {
+                tracing::info!(pid, "cancelling the job process (SIGTERM)");
+                terminate(pid);
+                term_sent = Some(Instant::now());
+                w.cancelled = true;
+            }
+            _ = tokio::time::sleep_until(grace_at), if watching && term_sent.is_some() => {
+                kill_for = Some(Kill::CancelGraceOver);
+            }
+            _ = tokio::time::sleep_until(give_up_at), if killed_at.is_some() => {
+                tracing::error!(pid, "the job process does not die after SIGKILL; leaving it");
+                break;
+            }
+        }
+        if let Some(why) = kill_for.filter(|_| w.killed.is_none()) {
+            tracing::warn!(pid, ?why, "killing the job process (SIGKILL)");
+            if let Err(e) = child.start_kill() {
+                tracing::warn!(pid, error = %e, "SIGKILL not sent");
+            }
+            w.killed = Some(why);
+            killed_at = Some(Instant::now());
+        }
+    }
+    w
+}
+
+/// Waits for the child's exit status once its output closed, killing it if it lingers.
+async fn reap(
+    child: &mut Child,
+    killed: &mut Option<Kill>,
+    limits: &ChildLimits,
+) -> std::io::Result<ExitStatus> {
+    if let Ok(status) = tokio::time::timeout(limits.cancel_grace, child.wait()).await {
+        return status;
+    }
+    if killed.is_none() {
+        *killed = Some(Kill::OutputClosed);
+    }
+    let _ = child.start_kill();
+    match tokio::time::timeout(limits.cancel_grace, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => Err(std::io::Error::other("it did not exit after SIGKILL")),
+    }
 }
 
 /// In the forked child, before exec. Only async-signal-safe system calls.
@@ -371,14 +379,6 @@ fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn kill(child: &mut Child, killed: &mut Option<Kill>, why: Kill) {
-    tracing::warn!(pid = ?child.id(), ?why, "killing the job process (SIGKILL)");
-    if let Err(e) = child.start_kill() {
-        tracing::warn!(error = %e, "SIGKILL not sent");
-    }
-    *killed = Some(why);
 }
 
 /// SIGTERM: the child's cancel.
@@ -494,12 +494,40 @@ impl Ending<'_> {
         format!(" after {:.1} s{at} (pid {})", self.elapsed, self.pid)
     }
 
-    fn stalled(&self) -> JobError {
-        JobError::stalled(format!(
-            "the job process made no progress for {} s and was killed (SIGKILL){}",
-            self.limits.stall_seconds,
-            self.context()
-        ))
+    /// The error for a job process that ended without a result.
+    fn explain(&self, watched: &Watched, status: &std::io::Result<ExitStatus>) -> JobError {
+        let limits = self.limits;
+        match (&watched.killed, watched.cancelled) {
+            (Some(Kill::Stalled), _) => JobError::stalled(format!(
+                "the job process made no progress for {} s and was killed (SIGKILL){}",
+                limits.stall_seconds,
+                self.context()
+            )),
+            (Some(Kill::WallTime), _) => JobError::limit_exceeded(format!(
+                "the job ran longer than its wall-time limit of {} s and was killed{}",
+                limits.wall_seconds,
+                self.context()
+            )),
+            (Some(Kill::Garbage(text)), _) => JobError::crashed(format!(
+                "the job process wrote {text:?} instead of a protocol line and was killed{}",
+                self.context()
+            )),
+            (Some(Kill::OutputClosed), _) => JobError::crashed(format!(
+                "the job process closed its output without a result but did not exit, and \
+                 was killed{}",
+                self.context()
+            )),
+            (Some(Kill::CancelGraceOver), _) => JobError::cancelled(format!(
+                "cancelled; the job process did not stop within {:.0} s of SIGTERM and was \
+                 killed",
+                limits.cancel_grace.as_secs_f64()
+            )),
+            (None, true) => JobError::cancelled(format!(
+                "cancelled; the job process ended without a result ({})",
+                describe(status)
+            )),
+            (None, false) => self.died(status),
+        }
     }
 
     /// The line of the child's stderr that says an allocation was refused: Rust's abort
