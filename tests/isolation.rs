@@ -141,10 +141,7 @@ fn cancel_at_first_tick() -> (impl FnOnce(u32), impl std::future::Future<Output 
 }
 
 fn probe_of(source: PathBuf) -> MediaJob {
-    MediaJob::Probe {
-        source,
-        limits: (&media::Limits::default()).into(),
-    }
+    MediaJob::probe(&source, &media::Limits::default())
 }
 
 /// A stand-in for a broken job process: a shell script given a probe request.
@@ -187,7 +184,7 @@ async fn run_slow_transcode(
     let dir = scratch_dir();
     let source = h264_aac_mp4(dir.path(), "slow.mp4", 640, 360, 12.0);
     let out = dir.path().join("out");
-    let job = MediaJob::Transcode((&request(&source, &out, &["360p"], preset)).into());
+    let job = MediaJob::transcode(&request(&source, &out, &["360p"], preset));
     let run = run(&job, &job_exec(), limits, &out, at_first_tick, cancel).await;
     (dir, out, run)
 }
@@ -210,7 +207,7 @@ async fn a_transcode_through_a_job_process_gives_the_same_output_as_in_process()
     let expected = media::transcode(&req, &AtomicBool::new(false), &|_| {}).unwrap();
 
     let req = request(&isolated);
-    let job = MediaJob::Transcode((&req).into());
+    let job = MediaJob::transcode(&req);
     let run = run(&job, &job_exec(), &limits(30), &isolated, |_| {}, never()).await;
     let outcome = match run.result {
         Ok(isolation::ChildResult::Transcode(o)) => o,
@@ -341,7 +338,7 @@ async fn a_1080p_transcode_over_its_memory_limit_is_an_out_of_memory_crash() {
     let dir = scratch_dir();
     let source = common::h264_mp4(dir.path(), "hd.mp4", 1920, 1080, 2.0);
     let out = dir.path().join("out");
-    let job = MediaJob::Transcode((&request(&source, &out, &["1080p"], "ultrafast")).into());
+    let job = MediaJob::transcode(&request(&source, &out, &["1080p"], "ultrafast"));
     let mut l = limits(30);
     l.memory_bytes = 64 << 20;
     let run = run(&job, &job_exec(), &l, &out, |_| {}, never()).await;
@@ -417,12 +414,7 @@ async fn probe_and_thumbnail_jobs_run_in_the_job_process() {
     assert_eq!(info["video"]["height"], 240);
 
     let out = dir.path().join("thumbs");
-    let thumb = MediaJob::Thumbnail {
-        source,
-        output_dir: out.clone(),
-        time: 1.0,
-        limits: (&media::Limits::default()).into(),
-    };
+    let thumb = MediaJob::thumbnail(&source, &out, 1.0, &media::Limits::default());
     let result = match run_default(&thumb, &out).await {
         Ok(isolation::ChildResult::Thumbnail(v)) => v,
         other => panic!("{other:?}"),
@@ -487,7 +479,7 @@ async fn a_source_that_segfaults_libavfilter_ends_one_job_not_the_worker() {
     let out = dir.path().join("out");
     let mut req = request(Path::new(&d("crash_rot.mp4")), &out, &["144p"], "ultrafast");
     req.threads = 1;
-    let result = run_default(&MediaJob::Transcode((&req).into()), &out).await;
+    let result = run_default(&MediaJob::transcode(&req), &out).await;
     match &result {
         Err(e) if e.kind == ErrorKind::Crashed => {
             assert!(e.message.contains("SIGSEGV"), "{}", e.message)
@@ -511,7 +503,7 @@ fn a_job_process_whose_worker_is_gone_cancels_and_removes_its_staging() {
     let out = dir.path().join("out");
     let req = request(&source, &out, &["360p"], "medium");
     let line = serde_json::json!({
-        "job": MediaJob::Transcode((&req).into()),
+        "job": MediaJob::transcode(&req),
         "memory_bytes": 0,
     });
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_video-worker"))
@@ -627,8 +619,7 @@ async fn job_process_cost() {
         media::transcode(&req, &AtomicBool::new(false), &|_| {}).unwrap();
         in_process.push(t.elapsed());
         let out = dir.path().join(format!("b{i}"));
-        let job =
-            MediaJob::Transcode((&request(&source, &out, &["360p", "240p"], "veryfast")).into());
+        let job = MediaJob::transcode(&request(&source, &out, &["360p", "240p"], "veryfast"));
         let t = Instant::now();
         run_default(&job, &out).await.unwrap();
         isolated.push(t.elapsed());
@@ -667,7 +658,7 @@ async fn worker_for_the_death_test() {
     };
     let source = PathBuf::from(source);
     let out = source.with_file_name("out");
-    let job = MediaJob::Transcode((&request(&source, &out, &["360p"], "veryslow")).into());
+    let job = MediaJob::transcode(&request(&source, &out, &["360p"], "veryslow"));
     let at_first_tick = |pid: u32| println!("JOB PROCESS {pid}");
     let _ = run(
         &job,
@@ -722,5 +713,30 @@ fn a_job_process_dies_with_its_worker() {
     assert!(
         is_dead(job_pid),
         "job process {job_pid} outlived its worker"
+    );
+}
+
+/// Rust aborts (SIGABRT) on a refused allocation after printing one line; under a memory limit
+/// that line is what tells an out-of-memory end from any other abort.
+#[tokio::test]
+async fn an_abort_after_a_refused_allocation_is_an_out_of_memory_crash() {
+    let dir = scratch_dir();
+    let script = "read line; echo 'memory allocation of 1048576 bytes failed' >&2; kill -ABRT $$";
+    let run = run_script(dir.path(), script, &limits(30), false).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(
+        e.message.starts_with("out of memory") && e.message.contains("SIGABRT"),
+        "{}",
+        e.message
+    );
+
+    // The same abort without that line is a plain crash.
+    let script = "read line; kill -ABRT $$";
+    let run = run_script(dir.path(), script, &limits(30), false).await;
+    let e = expect_error(&run, ErrorKind::Crashed);
+    assert!(
+        !e.message.contains("out of memory") && e.message.contains("SIGABRT"),
+        "{}",
+        e.message
     );
 }

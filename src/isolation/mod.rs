@@ -29,7 +29,7 @@ use crate::error::JobError;
 use crate::ladder::Quality;
 use crate::media::{Limits, Outcome, ProgressTick, TranscodeRequest};
 
-pub use parent::{run, ChildCommand, ChildEvent, ChildLimits};
+pub use parent::{run, ChildCommand, ChildEvent, ChildLimits, ChildLimitsArgs};
 
 /// The media work of one job, as it crosses the pipe to the child.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,26 @@ pub enum MediaJob {
 }
 
 impl MediaJob {
+    pub fn transcode(req: &TranscodeRequest) -> MediaJob {
+        MediaJob::Transcode(req.into())
+    }
+
+    pub fn thumbnail(source: &Path, output_dir: &Path, time: f64, limits: &Limits) -> MediaJob {
+        MediaJob::Thumbnail {
+            source: source.to_path_buf(),
+            output_dir: output_dir.to_path_buf(),
+            time,
+            limits: limits.into(),
+        }
+    }
+
+    pub fn probe(source: &Path, limits: &Limits) -> MediaJob {
+        MediaJob::Probe {
+            source: source.to_path_buf(),
+            limits: limits.into(),
+        }
+    }
+
     /// Where the job's own temporary files appear, named after the process that makes them
     /// (see `media::output::staging_path`): the transcode's staging dir beside its output, the
     /// thumbnail's temporary file inside the output dir. A probe writes nothing.
