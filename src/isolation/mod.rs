@@ -72,7 +72,9 @@ impl MediaJob {
 
     /// Where the job's own temporary files appear, named after the process that makes them
     /// (see `media::output::staging_path`): the transcode's staging dir beside its output, the
-    /// thumbnail's temporary file inside the output dir. A probe writes nothing.
+    /// thumbnail's temporary file inside the output dir. A probe writes nothing. Never the
+    /// `.old-` name: between the two renames of a publish without RENAME_EXCHANGE, that holds
+    /// the previous complete output.
     fn staging_targets(&self) -> Vec<(PathBuf, &'static str)> {
         match self {
             MediaJob::Transcode(t) => vec![(t.output_dir.clone(), "staging")],
