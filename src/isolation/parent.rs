@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -177,6 +177,7 @@ pub async fn run(
     .map_err(|e| JobError::internal(format!("job request: {e}")))?;
     request.push(b'\n');
 
+    let oom_kills_before = oom_kills();
     let started = Instant::now();
     let mut child = spawn(command, limits)?;
     let pid = child.id().unwrap_or(0);
@@ -223,6 +224,10 @@ pub async fn run(
         last_tick: watched.last_tick.as_ref(),
         stderr: &stderr,
         limits,
+        oom_killer_acted: matches!(
+            (oom_kills_before, oom_kills()),
+            (Some(before), Some(after)) if after > before
+        ),
     };
     let error = match watched.result.take() {
         Some(ChildOutcome::Ok(r)) => {
@@ -495,6 +500,42 @@ async fn clean_staging(job: &MediaJob, pid: u32) {
     }
 }
 
+/// How many processes the kernel's out-of-memory killer killed in this process's memory
+/// cgroup (which its children share): cgroup v2 `memory.events`, or v1 `memory.oom_control`.
+fn oom_kills() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let text = std::fs::read_to_string(oom_kill_file(&cgroups)?).ok()?;
+    oom_kill_count(&text)
+}
+
+/// The file that counts OOM kills, from `/proc/self/cgroup`: a v1 memory controller if there
+/// is one, else the v2 hierarchy.
+fn oom_kill_file(proc_self_cgroup: &str) -> Option<PathBuf> {
+    let mut v2 = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(
+                Path::new("/sys/fs/cgroup/memory")
+                    .join(path)
+                    .join("memory.oom_control"),
+            );
+        }
+        if controllers.is_empty() {
+            v2 = Some(Path::new("/sys/fs/cgroup").join(path).join("memory.events"));
+        }
+    }
+    v2
+}
+
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn describe(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => match (s.signal(), s.code()) {
@@ -513,6 +554,8 @@ struct Ending<'a> {
     last_tick: Option<&'a ProgressTick>,
     stderr: &'a [String],
     limits: &'a ChildLimits,
+    /// The kernel's out-of-memory killer killed something in our cgroup while the job ran.
+    oom_killer_acted: bool,
 }
 
 impl Ending<'_> {
@@ -614,6 +657,11 @@ impl Ending<'_> {
                 self.limits.cpu_seconds,
                 self.context()
             )),
+            Some(libc::SIGKILL) if self.oom_killer_acted => JobError::crashed(format!(
+                "out of memory: the job process was killed by SIGKILL from the kernel's \
+                 out-of-memory killer (the memory limit of the worker's cgroup){}",
+                self.context()
+            )),
             Some(sig) => match self.allocation_failure() {
                 Some(line) => JobError::crashed(format!(
                     "out of memory: the job process was killed by {} after an allocation \
@@ -654,6 +702,32 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         limits: ChildLimitsArgs,
+    }
+
+    #[test]
+    fn oom_kills_are_counted_in_the_memory_cgroup_of_v1_or_v2() {
+        let v1 = "9:name=systemd:/\n4:memory:/pod/abc\n1:cpu:/\n0::/\n";
+        assert_eq!(
+            oom_kill_file(v1),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/pod/abc/memory.oom_control"
+            ))
+        );
+        assert_eq!(
+            oom_kill_file("0::/kubepods/pod1/c2\n"),
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/kubepods/pod1/c2/memory.events"
+            ))
+        );
+        assert_eq!(
+            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            Some(3)
+        );
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 2\noom 2\noom_kill 1\n"),
+            Some(1)
+        );
+        assert_eq!(oom_kill_count("oom 2\n"), None);
     }
 
     #[test]
