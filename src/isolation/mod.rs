@@ -70,18 +70,15 @@ impl MediaJob {
         }
     }
 
-    /// Where the job's own temporary files appear, named after the process that makes them
-    /// (see `media::output::staging_path`): the transcode's staging dir beside its output, the
-    /// thumbnail's temporary file inside the output dir. A probe writes nothing. Never the
-    /// `.old-` name: between the two renames of a publish without RENAME_EXCHANGE, that holds
-    /// the previous complete output.
-    fn staging_targets(&self) -> Vec<(PathBuf, &'static str)> {
+    /// Removes what the job process `pid` left behind if it died mid-job: a transcode's
+    /// staging dir beside its output, a thumbnail's temporary file inside the output dir (a
+    /// probe writes nothing). Never the `.old-` name: between the two renames of a publish
+    /// without RENAME_EXCHANGE, that holds the previous complete output. Blocking (file system).
+    pub(crate) fn remove_leftovers_of(&self, pid: u32) {
         match self {
-            MediaJob::Transcode(t) => vec![(t.output_dir.clone(), "staging")],
-            MediaJob::Thumbnail { output_dir, .. } => {
-                vec![(output_dir.join(crate::media::thumbnail::FILE_NAME), "tmp")]
-            }
-            MediaJob::Probe { .. } => Vec::new(),
+            MediaJob::Transcode(t) => crate::media::output::remove_staging_of(&t.output_dir, pid),
+            MediaJob::Thumbnail { output_dir, .. } => remove_thumbnail_tmp_of(output_dir, pid),
+            MediaJob::Probe { .. } => {}
         }
     }
 }
@@ -103,6 +100,8 @@ pub struct TranscodeSpec {
     pub limits: LimitsSpec,
     pub fingerprint: Option<String>,
     pub video_id: Option<String>,
+    /// As in `TranscodeRequest`: the command line's `--force`.
+    pub force: bool,
 }
 
 /// `ladder::Quality` on the wire.
@@ -166,6 +165,7 @@ impl From<&TranscodeRequest> for TranscodeSpec {
             limits,
             fingerprint,
             video_id,
+            force,
         } = r;
         TranscodeSpec {
             source: source.clone(),
@@ -194,6 +194,7 @@ impl From<&TranscodeRequest> for TranscodeSpec {
             limits: limits.into(),
             fingerprint: fingerprint.clone(),
             video_id: video_id.clone(),
+            force: *force,
         }
     }
 }
@@ -213,6 +214,7 @@ impl From<TranscodeSpec> for TranscodeRequest {
             limits,
             fingerprint,
             video_id,
+            force,
         } = s;
         TranscodeRequest {
             source,
@@ -234,6 +236,7 @@ impl From<TranscodeSpec> for TranscodeRequest {
             limits: limits.into(),
             fingerprint,
             video_id,
+            force,
         }
     }
 }
@@ -312,57 +315,36 @@ pub(crate) fn signal_name(sig: i32) -> String {
     format!("{name} ({meaning})")
 }
 
-/// The host part of staging names, as `media::output` writes it.
+/// The host part of staging names, as `media::output::staging_path` writes it.
 fn staging_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().replace(['/', '.', '-'], "_"))
         .unwrap_or_else(|_| "host".into())
 }
 
-/// Removes what process `pid` left beside `target` under `tag` (`.<name>.<tag>-<host>-<pid>-<n>`,
-/// the name `media::output::staging_path` gives): a dead job process cannot remove its own.
-/// Returns the paths removed.
-// The lead swaps this for `media::output::remove_staging_of(target, pid)` once it lands; this
-// copy must follow that module's naming until then.
-pub(crate) fn remove_staging_of(target: &Path, tag: &str, pid: u32) -> Vec<PathBuf> {
-    let Some(name) = target.file_name() else {
-        return Vec::new();
-    };
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+/// Removes the temporary thumbnail process `pid` left in `output_dir`
+/// (`.thumbnail.jpg.tmp-<host>-<pid>-<n>`, named by `media::output::staging_path`), which
+/// `media::output::remove_staging_of` does not cover.
+fn remove_thumbnail_tmp_of(output_dir: &Path, pid: u32) {
     let prefix = format!(
-        ".{}.{tag}-{}-{pid}-",
-        name.to_string_lossy(),
+        ".{}.tmp-{}-{pid}-",
+        crate::media::thumbnail::FILE_NAME,
         staging_host()
     );
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+    let Ok(entries) = std::fs::read_dir(output_dir) else {
+        return;
     };
-    let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        let Some(n) = file_name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let path = entry.path();
-        let gone = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        match gone {
-            Ok(()) => removed.push(path),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "staging left by a dead job process not removed")
-            }
+        let name = entry.file_name();
+        let is_ours = name
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_ours {
+            tracing::info!(file = %entry.path().display(), pid, "removing a dead job's temporary thumbnail");
+            let _ = std::fs::remove_file(entry.path());
         }
     }
-    removed
 }
 
 #[cfg(test)]
@@ -379,6 +361,7 @@ mod tests {
         req.limits.max_duration = 12.0;
         req.fingerprint = Some("f".into());
         req.video_id = Some("v".into());
+        req.force = true;
         let line = serde_json::to_string(&MediaJob::Transcode((&req).into())).unwrap();
         let MediaJob::Transcode(spec) = serde_json::from_str(&line).unwrap() else {
             panic!("not a transcode: {line}");
@@ -388,24 +371,28 @@ mod tests {
     }
 
     #[test]
-    fn only_the_dead_processs_staging_is_removed() {
+    fn only_the_dead_processs_leftovers_are_removed() {
         let root = tempfile::tempdir().unwrap();
-        let target = root.path().join("video-1");
+        let out = root.path().join("video-1");
         let host = staging_host();
-        let mine = root.path().join(format!(".video-1.staging-{host}-4242-0"));
-        let mine_file = root.path().join(format!(".video-1.staging-{host}-4242-7"));
+        let staging = root.path().join(format!(".video-1.staging-{host}-4242-0"));
         let other_pid = root.path().join(format!(".video-1.staging-{host}-42424-0"));
-        let other_target = root.path().join(format!(".video-10.staging-{host}-4242-0"));
         let old_output = root.path().join(format!(".video-1.old-{host}-4242-1"));
-        for d in [&mine, &other_pid, &other_target, &old_output, &target] {
+        for d in [&staging, &other_pid, &old_output, &out] {
             std::fs::create_dir(d).unwrap();
         }
-        std::fs::write(mine.join("1080p_000.ts"), b"x").unwrap();
-        std::fs::write(&mine_file, b"x").unwrap();
-        let mut removed = remove_staging_of(&target, "staging", 4242);
-        removed.sort();
-        assert_eq!(removed, vec![mine.clone(), mine_file.clone()]);
-        for kept in [&other_pid, &other_target, &old_output, &target] {
+        let tmp = out.join(format!(".thumbnail.jpg.tmp-{host}-4242-3"));
+        let other_tmp = out.join(format!(".thumbnail.jpg.tmp-{host}-4243-3"));
+        for f in [&tmp, &other_tmp] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let job = MediaJob::Transcode((&TranscodeRequest::new("/in/a.mp4", &out).unwrap()).into());
+        job.remove_leftovers_of(4242);
+        let thumb = MediaJob::thumbnail(Path::new("/in/a.mp4"), &out, 1.0, &Limits::default());
+        thumb.remove_leftovers_of(4242);
+        assert!(!staging.exists());
+        assert!(!tmp.exists());
+        for kept in [&other_pid, &old_output, &out, &other_tmp] {
             assert!(kept.exists(), "{}", kept.display());
         }
     }

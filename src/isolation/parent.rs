@@ -481,23 +481,13 @@ async fn stderr_tail(err: impl AsyncRead + Unpin, pid: u32) -> Vec<String> {
     tail.into()
 }
 
-/// Removes the staging a dead (or killed) job process left, off the async threads.
+/// Removes what a dead (or killed) job process left, off the async threads.
 async fn clean_staging(job: &MediaJob, pid: u32) {
-    let targets = job.staging_targets();
-    if targets.is_empty() || pid == 0 {
+    if pid == 0 {
         return;
     }
-    let removed = tokio::task::spawn_blocking(move || {
-        targets
-            .iter()
-            .flat_map(|(target, tag)| super::remove_staging_of(target, tag, pid))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
-    for path in removed {
-        tracing::info!(pid, path = %path.display(), "removed a job process's staging");
-    }
+    let job = job.clone();
+    let _ = tokio::task::spawn_blocking(move || job.remove_leftovers_of(pid)).await;
 }
 
 /// How many processes the kernel's out-of-memory killer killed in this process's memory

@@ -342,8 +342,6 @@ fn sweep_older_than(target: &Path, max_age: Duration) {
 
 /// Removes the staging directories of `target` made by process `pid` on this host: a parent
 /// calls this when the child that ran the job died.
-// Used by the job-process parent, which lands separately from this module.
-#[allow(dead_code)]
 pub(crate) fn remove_staging_of(target: &Path, pid: u32) {
     let host = host_name();
     for l in leftovers(target) {
