@@ -351,6 +351,6 @@ fn main() -> ExitCode {
         Command::Submit(args) => submit(*args),
         Command::Streams(args) => streams(*args),
         Command::Bench(args) => bench(&args),
-        Command::JobExec => video_worker::isolation::child::main(),
+        Command::JobExec => video_worker::isolation::job_exec(),
     }
 }

@@ -10,16 +10,16 @@
 //!    └──── JSON `ChildMessage` lines on stdout: ready, progress…, done(result) ◄──┘
 //! ```
 //!
-//! - [`mod@self`]: the wire types (the request, the lines the child writes, the result).
-//! - [`parent`]: spawning, limits, the watchdog, and turning every abnormal end into a typed
+//! - this module: the wire types (the request, the lines the child writes, the result).
+//! - `parent`: spawning, limits, the watchdog, and turning every abnormal end into a typed
 //!   `JobError` (`crashed`, `stalled`, `limit_exceeded`, `cancelled`).
-//! - [`child`]: the child's `main`.
+//! - `child`: the child's `main`.
 //!
 //! The media code does not know whether it runs here or in `transcode`: the child is only a
 //! boundary (crash, memory, stall), not a second design.
 
-pub mod child;
-pub mod parent;
+mod child;
+mod parent;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,8 @@ use crate::error::JobError;
 use crate::ladder::Quality;
 use crate::media::{Limits, Outcome, ProgressTick, TranscodeRequest};
 
+/// The job process's `main` (`video-worker job-exec`).
+pub use child::main as job_exec;
 pub use parent::{run, ChildCommand, ChildEvent, ChildLimits, ChildLimitsArgs};
 
 /// The media work of one job, as it crosses the pipe to the child.
