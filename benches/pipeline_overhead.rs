@@ -22,7 +22,7 @@ use ffmpeg::{codec, encoder, format, frame, picture, ChannelLayout, Packet, Rati
 use ffmpeg_next as ffmpeg;
 
 use video_worker::media::audio::AudioStreamSpec;
-use video_worker::media::decode::FRAME_QUEUE;
+use video_worker::media::pipeline::FRAME_QUEUE;
 use video_worker::media::hls::Segmenter;
 use video_worker::media::rendition::{self, SourceFrame};
 use video_worker::media::{self, ffi};

@@ -33,6 +33,8 @@ pub enum ErrorKind {
     Crashed,
     /// The job's process made no progress for the configured time and was killed.
     Stalled,
+    /// The source was replaced or rewritten while the job read it: a retry reads the new file.
+    SourceChanged,
 }
 
 impl ErrorKind {
@@ -49,13 +51,14 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::Crashed => "crashed",
             ErrorKind::Stalled => "stalled",
+            ErrorKind::SourceChanged => "source_changed",
         }
     }
 
     /// A permanent error fails the same way on every attempt: retrying it only delays the
-    /// failed event. Output I/O, cancellation, internal errors, crashes and stalls may pass
-    /// on another try (a crash repeated on every delivery ends in the dead letters, kind
-    /// `crashed`).
+    /// failed event. Output I/O, cancellation, internal errors, crashes, stalls and a source
+    /// changed mid-job may pass on another try (a crash repeated on every delivery ends in the
+    /// dead letters, kind `crashed`).
     pub fn is_permanent(self) -> bool {
         !matches!(
             self,
@@ -64,6 +67,7 @@ impl ErrorKind {
                 | ErrorKind::Internal
                 | ErrorKind::Crashed
                 | ErrorKind::Stalled
+                | ErrorKind::SourceChanged
         )
     }
 }
@@ -115,6 +119,7 @@ kind_ctor! {
     internal => Internal,
     crashed => Crashed,
     stalled => Stalled,
+    source_changed => SourceChanged,
 }
 
 pub type Result<T, E = JobError> = std::result::Result<T, E>;

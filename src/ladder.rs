@@ -90,8 +90,8 @@ pub struct Ladder {
     pub skipped: Vec<Skipped>,
 }
 
-fn even(x: f64) -> u32 {
-    // Round to the nearest even number, at least 2 (4:2:0 needs even sizes).
+/// Rounds to the nearest even number, at least 2 (4:2:0 needs even sizes).
+pub(crate) fn even(x: f64) -> u32 {
     let v = ((x / 2.0).round() * 2.0) as u32;
     v.max(2)
 }

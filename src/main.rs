@@ -87,6 +87,9 @@ struct TranscodeArgs {
     /// Refuse sources longer than this many seconds.
     #[arg(long, default_value_t = Limits::default().max_duration)]
     max_duration: f64,
+    /// The slowest libx264 preset a job may use (ultrafast … placebo).
+    #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
+    max_preset: &'static str,
 }
 
 fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
@@ -113,6 +116,7 @@ fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
         max_width: args.max_width,
         max_height: args.max_height,
         max_duration: args.max_duration,
+        slowest_preset: args.max_preset,
     };
     Ok(req)
 }

@@ -29,6 +29,8 @@ fn request(source: &Path, output: &Path, qualities: &[&str], preset: &str) -> Tr
     let mut req = TranscodeRequest::new(source, output).unwrap();
     req.qualities = Quality::parse_list(qualities).unwrap();
     req.preset = preset.into();
+    // Some tests pick `veryslow` to make a job last: allow it (the default stops at `slow`).
+    req.limits.slowest_preset = "placebo";
     req.threads = 2;
     req.segment_seconds = 2.0;
     req.thumbnail_time = 1.0;

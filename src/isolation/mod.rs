@@ -115,11 +115,12 @@ pub struct QualitySpec {
 }
 
 /// `media::Limits` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitsSpec {
     pub max_width: u32,
     pub max_height: u32,
     pub max_duration: f64,
+    pub slowest_preset: String,
 }
 
 impl From<&Limits> for LimitsSpec {
@@ -128,11 +129,13 @@ impl From<&Limits> for LimitsSpec {
             max_width,
             max_height,
             max_duration,
+            slowest_preset,
         } = *l;
         LimitsSpec {
             max_width,
             max_height,
             max_duration,
+            slowest_preset: slowest_preset.to_string(),
         }
     }
 }
@@ -143,11 +146,15 @@ impl From<LimitsSpec> for Limits {
             max_width,
             max_height,
             max_duration,
+            slowest_preset,
         } = l;
         Limits {
             max_width,
             max_height,
             max_duration,
+            // Parent and child are the same binary: an unknown name cannot come from it.
+            slowest_preset: crate::media::probe::parse_preset(&slowest_preset)
+                .unwrap_or(Limits::default().slowest_preset),
         }
     }
 }

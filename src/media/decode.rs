@@ -1,152 +1,129 @@
 //! The single decode of a job, on the calling thread: demux → video decode → orientation and
 //! constant frame rate (libavfilter `transpose` + `fps`) → `Arc<Frame>` to every rendition;
 //! audio packets → the shared AAC chain → every rendition; the thumbnail on the way.
-//! Rendition threads live in a scope: all are joined before `run` returns.
+//!
+//! Every decoded frame is checked against the job's limits and against the filter graph's
+//! input; a frame whose size, pixel format or aspect changed gets a new graph (the old one is
+//! drained first), so output frames stay continuous whatever the source does mid-stream.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
-use ffmpeg::{codec, decoder, filter, frame, Packet, Rational};
+use crossbeam_channel::Sender;
+use ffmpeg::{filter, format, frame, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{ErrorKind, JobError, Result};
-use crate::ladder::Ladder;
 use crate::media::audio::AudioChain;
-use crate::media::probe::{Source, SourceInfo};
-use crate::media::rendition::{self, RenditionJob, RenditionResult, SourceFrame};
-use crate::media::{ffi, split_threads, thumbnail, ProgressTick, Stage, TranscodeRequest};
+use crate::media::demux::{Reader, VideoDecoder};
+use crate::media::graph::{self, VideoParams};
+use crate::media::probe::SourceInfo;
+use crate::media::rendition::{RenditionResult, SourceFrame};
+use crate::media::{ffi, thumbnail, ProgressTick, Stage, TranscodeRequest};
 
-/// Decoded frames waiting per rendition. A 1080p frame is 3 MB; the frames are shared, so
-/// this bounds memory at roughly (depth + decoder delay) frames whatever the video's length.
-/// Measured on the 10 s 1080p ladder: depths 1, 2, 3 and 8 give the same wall time (x264's
-/// own lookahead is the buffer that matters); 8 cost ~15 MB more peak RSS than 3.
-pub const FRAME_QUEUE: usize = 2;
-/// AAC packets waiting per rendition (~5 s of audio at 1024 samples/48 kHz; packets are small).
-pub const AUDIO_QUEUE: usize = 256;
 /// Progress callbacks at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The longest jump allowed between consecutive video frames. The `fps` filter fills a gap
+/// by repeating the last picture, so without a bound two frames 6 hours apart in a 10 KB file
+/// would cost 6 hours of encoding for every rendition. A minute still lets slideshows through.
+pub(crate) const MAX_GAP_SECONDS: f64 = 60.0;
 
 pub struct Decoded {
     pub frames_decoded: u64,
     pub frames_encoded: u64,
     pub has_audio: bool,
     pub renditions: Vec<RenditionResult>,
+    /// What was left out of the output and why (audio that could not be used…).
+    pub warnings: Vec<String>,
 }
 
-/// Runs the whole pipeline of one job into `dir`.
-pub fn run(
-    source: Source,
-    ladder: &Ladder,
-    req: &TranscodeRequest,
-    dir: &Path,
-    cancel: &AtomicBool,
-    progress: &dyn Fn(&ProgressTick),
-) -> Result<Decoded> {
-    let Source { mut input, info } = source;
-    let fps = info.video.frame_rate;
-    let fps_f = f64::from(fps);
-    let gop_frames = ((req.gop_seconds * fps_f).round() as u64).max(1);
-    let seg_frames = ((req.segment_seconds * fps_f).round() as u64).max(1);
+/// Where the decode sends its output, and the keyframe grid.
+pub(crate) struct Outputs {
+    pub frames: Vec<Sender<SourceFrame>>,
+    pub audio: Option<AudioLane>,
+    pub gop_frames: u64,
+    pub seg_frames: u64,
+}
 
-    let mut audio = match &info.audio {
-        Some(a) => match input.stream(a.index) {
-            Some(st) => match AudioChain::new(&st, info.video.start_time, req.audio_bitrate) {
-                Ok(chain) => Some(chain),
-                Err(e) => {
-                    tracing::warn!(error = %e, "audio stream cannot be decoded: video-only output");
-                    None
-                }
-            },
-            None => None,
-        },
-        None => None,
-    };
+/// The audio chain and the renditions' audio channels.
+pub(crate) struct AudioLane {
+    chain: AudioChain,
+    txs: Vec<Sender<Arc<Packet>>>,
+}
 
-    let budget = if req.threads == 0 {
-        num_cpus::get()
-    } else {
-        req.threads
-    };
-    let pixels: Vec<u64> = ladder
-        .renditions
-        .iter()
-        .map(|r| r.width as u64 * r.height as u64)
-        .collect();
-    let threads = split_threads(budget, &pixels);
-
-    let abort = AtomicBool::new(false);
-    let mut frame_txs = Vec::new();
-    let mut audio_txs = Vec::new();
-    let mut jobs = Vec::new();
-    for (plan, threads) in ladder.renditions.iter().zip(threads) {
-        let (ftx, frx) = bounded::<SourceFrame>(FRAME_QUEUE);
-        let arx = match &audio {
-            Some(_) => {
-                let (atx, arx) = bounded::<Arc<Packet>>(AUDIO_QUEUE);
-                audio_txs.push(atx);
-                Some(arx)
-            }
-            None => None,
-        };
-        frame_txs.push(ftx);
-        jobs.push((
-            RenditionJob {
-                plan: plan.clone(),
-                frame_rate: fps,
-                gop_frames,
-                seg_frames,
-                preset: req.preset.clone(),
-                threads,
-                dir: dir.to_path_buf(),
-                audio: audio.as_ref().map(|a| a.spec()),
-                color: info.video.color.for_sdr_output(),
-            },
-            frx,
-            arx,
-        ));
+impl AudioLane {
+    pub fn new(chain: AudioChain, txs: Vec<Sender<Arc<Packet>>>) -> AudioLane {
+        AudioLane { chain, txs }
     }
+}
 
-    std::thread::scope(|scope| {
-        let abort = &abort;
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|(job, frx, arx)| {
-                let name = job.plan.name.clone();
-                std::thread::Builder::new()
-                    .name(format!("rendition-{name}"))
-                    .spawn_scoped(scope, move || {
-                        let r =
-                            catch_unwind(AssertUnwindSafe(|| rendition::run(job, frx, arx, abort)));
-                        let r = r.unwrap_or_else(|panic| {
-                            Err(JobError::internal(format!(
-                                "rendition {name} panicked: {}",
-                                panic_message(&panic)
-                            )))
-                        });
-                        if r.is_err() {
-                            // Stop the others early: the job has failed.
-                            abort.store(true, Ordering::Relaxed);
-                        }
-                        r
-                    })
-            })
-            .collect();
+/// Sends one AAC packet to every rendition, as soon as it is made.
+fn send_audio(txs: &[Sender<Arc<Packet>>], p: Packet, cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(JobError::cancelled("cancelled while encoding audio"));
+    }
+    let p = Arc::new(p);
+    for tx in txs {
+        if tx.send(Arc::clone(&p)).is_err() {
+            // The rendition has stopped: its own error explains why.
+            return Err(JobError::new(ErrorKind::Cancelled, "a rendition stopped"));
+        }
+    }
+    Ok(())
+}
 
-        let mut loop_state = DecodeLoop {
-            info: &info,
+/// What the decode counted, once its channels are closed.
+pub(crate) struct Counts {
+    pub frames_decoded: u64,
+    pub frames_out: u64,
+    pub warnings: Vec<String>,
+}
+
+pub(crate) struct DecodeLoop<'a> {
+    info: &'a SourceInfo,
+    req: &'a TranscodeRequest,
+    dir: &'a Path,
+    cancel: &'a AtomicBool,
+    progress: &'a dyn Fn(&ProgressTick),
+    fps: Rational,
+    out: Outputs,
+    frames_decoded: u64,
+    frames_out: u64,
+    /// Orientation + constant frame rate, and the frame parameters it was built for.
+    graph: Option<(filter::Graph, VideoParams)>,
+    thumbnail_taken: bool,
+    last_frame: Option<Arc<frame::Video>>,
+    started: Instant,
+    last_tick: Instant,
+    /// Where the video ends (source time base): last frame's timestamp + one frame.
+    end_pts: Option<i64>,
+    /// The latest video frame time seen (seconds from the video's start).
+    latest: Option<f64>,
+    /// Where the audio packets read so far end (seconds from the video's start).
+    audio_end: f64,
+    warnings: Vec<String>,
+}
+
+impl<'a> DecodeLoop<'a> {
+    pub fn new(
+        info: &'a SourceInfo,
+        req: &'a TranscodeRequest,
+        dir: &'a Path,
+        cancel: &'a AtomicBool,
+        progress: &'a dyn Fn(&ProgressTick),
+        out: Outputs,
+    ) -> DecodeLoop<'a> {
+        DecodeLoop {
+            info,
             req,
             dir,
             cancel,
             progress,
-            fps,
-            gop_frames,
-            seg_frames,
-            frame_txs,
-            audio_txs,
+            fps: info.video.frame_rate,
+            out,
             frames_decoded: 0,
             frames_out: 0,
             graph: None,
@@ -154,170 +131,64 @@ pub fn run(
             last_frame: None,
             started: Instant::now(),
             last_tick: Instant::now(),
-            decode_errors: 0,
-            last_decode_error: None,
             end_pts: None,
-        };
-        let decoded = catch_unwind(AssertUnwindSafe(|| {
-            loop_state.demux(&mut input, audio.as_mut())
-        }))
-        .unwrap_or_else(|panic| {
-            Err(JobError::internal(format!(
-                "decode loop panicked: {}",
-                panic_message(&panic)
-            )))
-        });
-        if decoded.is_err() {
-            abort.store(true, Ordering::Relaxed);
+            latest: None,
+            audio_end: 0.0,
+            warnings: Vec::new(),
         }
-        // Closing the channels tells the renditions the source has ended.
-        let (frames_decoded, frames_out) = (loop_state.frames_decoded, loop_state.frames_out);
-        drop(loop_state);
+    }
 
-        let mut results = Vec::new();
-        let mut first_error: Option<JobError> = None;
-        for h in handles {
-            let r = match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(JobError::internal("rendition thread could not be joined"))
-                }),
-                Err(e) => Err(JobError::internal(format!(
-                    "starting a rendition thread: {e}"
-                ))),
-            };
-            match r {
-                Ok(r) => results.push(r),
-                Err(e) => {
-                    // A rendition "aborted" only because another part failed is not the cause.
-                    if first_error.is_none() && e.kind != ErrorKind::Cancelled {
-                        first_error = Some(e);
-                    }
-                }
-            }
+    /// Closes the renditions' channels (the source has ended, or the job failed).
+    pub fn finish(mut self) -> Counts {
+        if let Some(lane) = self.out.audio.as_mut() {
+            self.warnings.extend(lane.chain.take_warnings());
         }
-        // The cause comes first: when a rendition failed (disk full…), the decode loop only saw
-        // its channel close and reports "cancelled"; the rendition's error is the real one.
-        match (decoded, first_error) {
-            (Err(d), Some(r))
-                if d.kind == ErrorKind::Cancelled && !cancel.load(Ordering::Relaxed) =>
-            {
-                return Err(r)
-            }
-            (Err(d), _) => return Err(d),
-            (Ok(()), Some(r)) => return Err(r),
-            (Ok(()), None) => {}
+        Counts {
+            frames_decoded: self.frames_decoded,
+            frames_out: self.frames_out,
+            warnings: self.warnings,
         }
-        if results.len() != ladder.renditions.len() {
-            return Err(JobError::internal("a rendition stopped without a result"));
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(JobError::cancelled("cancelled while decoding"));
         }
-        Ok(Decoded {
-            frames_decoded,
-            frames_encoded: frames_out,
-            has_audio: audio.is_some(),
-            renditions: results,
-        })
-    })
-}
+        Ok(())
+    }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
-struct DecodeLoop<'a> {
-    info: &'a SourceInfo,
-    req: &'a TranscodeRequest,
-    dir: &'a Path,
-    cancel: &'a AtomicBool,
-    progress: &'a dyn Fn(&ProgressTick),
-    fps: Rational,
-    gop_frames: u64,
-    seg_frames: u64,
-    frame_txs: Vec<Sender<SourceFrame>>,
-    audio_txs: Vec<Sender<Arc<Packet>>>,
-    frames_decoded: u64,
-    frames_out: u64,
-    /// Orientation + constant frame rate, built on the first decoded frame.
-    graph: Option<filter::Graph>,
-    thumbnail_taken: bool,
-    last_frame: Option<Arc<frame::Video>>,
-    started: Instant,
-    last_tick: Instant,
-    decode_errors: u64,
-    last_decode_error: Option<String>,
-    /// Where the video ends (source time base): last frame's timestamp + one frame.
-    end_pts: Option<i64>,
-}
-
-impl DecodeLoop<'_> {
-    fn demux(
-        &mut self,
-        input: &mut ffmpeg::format::context::Input,
-        mut audio: Option<&mut AudioChain>,
-    ) -> Result<()> {
-        let vindex = self.info.video.index;
-        let (mut decoder, vtb) = {
-            let st = input
-                .stream(vindex)
-                .ok_or_else(|| JobError::internal("video stream vanished"))?;
-            let mut ctx = codec::Context::from_parameters(st.parameters())
-                .map_err(|e| JobError::invalid_media(format!("video stream: {e}")))?;
-            // One decoder thread: decoding is ~10 % of the job's CPU and the encoders keep every
-            // core busy; frame threads would only add pictures in flight (measured: -11 MB
-            // peak RSS on the 10 s 1080p ladder, same wall time).
-            ffi::set_thread_count(&mut ctx, 1);
-            let dec = ctx.decoder().video().map_err(|e| {
-                JobError::unsupported_codec(format!("cannot open the video decoder: {e}"))
-            })?;
-            (dec, st.time_base())
-        };
-        let aindex = audio.as_ref().map(|a| a.stream_index);
-        let mut audio_out = Vec::new();
-
+    pub fn run(&mut self, input: &mut format::context::Input) -> Result<()> {
+        let mut video = VideoDecoder::open(input, self.info.video.index, &self.req.limits)?;
+        let audio_stream = self
+            .info
+            .audio
+            .as_ref()
+            .and_then(|a| input.stream(a.index).map(|s| (a.index, s.time_base())));
+        let mut reader = Reader::default();
         loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(JobError::cancelled("cancelled while decoding"));
-            }
-            // A fresh packet per read (rust-ffmpeg #260: reading into a reused packet leaks).
-            let mut packet = Packet::empty();
-            match packet.read(input) {
-                Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => break,
-                Err(ffmpeg::Error::InvalidData) => {
-                    self.decode_errors += 1;
-                    continue;
-                }
-                Err(e) => {
-                    return Err(JobError::invalid_media(format!(
-                        "reading the source failed: {e}"
-                    )))
-                }
-            }
+            self.check_cancel()?;
+            let Some(packet) = reader.next(input)? else {
+                break;
+            };
             let index = packet.stream();
-            if index == vindex {
-                if let Err(e) = decoder.send_packet(&packet) {
-                    self.note_decode_error(e);
-                    continue;
+            if index == video.index {
+                video.send(&packet);
+                self.receive_video(&mut video)?;
+            } else if let Some((_, atb)) = audio_stream.filter(|(i, _)| *i == index) {
+                if let Some(pts) = packet.pts() {
+                    let end = (pts + packet.duration().max(0)) as f64 * f64::from(atb)
+                        - self.info.video.start_time;
+                    self.audio_end = self.audio_end.max(end);
                 }
-                self.receive_video(&mut decoder, vtb)?;
-            } else if Some(index) == aindex {
-                if let Some(a) = audio.as_deref_mut() {
-                    a.push(&packet, &mut audio_out)?;
-                    self.send_audio(&mut audio_out)?;
-                }
+                self.push_audio(&packet)?;
             }
         }
-        let _ = decoder.send_eof();
-        self.receive_video(&mut decoder, vtb)?;
-        self.flush_graph()?;
-        if let Some(a) = audio {
-            a.finish(&mut audio_out)?;
-            self.send_audio(&mut audio_out)?;
-        }
-        self.check_complete()?;
+        video.send_eof();
+        self.receive_video(&mut video)?;
+        self.close_graph(self.end_pts)?;
+        self.drain_graph()?;
+        self.finish_audio()?;
+        self.check_complete(video.errors + reader.errors, video.last_error.clone())?;
         if !self.thumbnail_taken {
             if let Some(last) = self.last_frame.take() {
                 self.write_thumbnail(&last)?;
@@ -326,123 +197,105 @@ impl DecodeLoop<'_> {
         Ok(())
     }
 
-    fn note_decode_error(&mut self, e: ffmpeg::Error) {
-        self.decode_errors += 1;
-        self.last_decode_error = Some(e.to_string());
+    fn receive_video(&mut self, video: &mut VideoDecoder) -> Result<()> {
+        while let Some(f) = video.receive()? {
+            self.on_video_frame(f, video.time_base)?;
+        }
+        Ok(())
     }
 
-    fn receive_video(&mut self, decoder: &mut decoder::Video, vtb: Rational) -> Result<()> {
-        loop {
-            let mut f = frame::Video::empty();
-            match decoder.receive_frame(&mut f) {
-                Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => return Ok(()),
-                Err(ffmpeg::Error::Other { errno }) if errno == libc::EAGAIN => return Ok(()),
-                Err(e) => {
-                    self.note_decode_error(e);
-                    return Ok(());
-                }
+    fn on_video_frame(&mut self, mut f: frame::Video, vtb: Rational) -> Result<()> {
+        self.check_cancel()?;
+        self.frames_decoded += 1;
+        let ts = f.timestamp().or(f.pts());
+        let close_at = ts.or(self.end_pts);
+        if let Some(ts) = ts {
+            let t = ts as f64 * f64::from(vtb) - self.info.video.start_time;
+            if t > self.req.limits.max_duration {
+                return Err(JobError::limit_exceeded(format!(
+                    "video runs past the limit of {:.0} s",
+                    self.req.limits.max_duration
+                )));
             }
-            if f.width() == 0 || f.height() == 0 {
-                continue;
-            }
-            self.frames_decoded += 1;
-            let ts = f.timestamp().or(f.pts());
-            if let Some(ts) = ts {
-                let t = ts as f64 * f64::from(vtb) - self.info.video.start_time;
-                if t > self.req.limits.max_duration {
-                    return Err(JobError::limit_exceeded(format!(
-                        "video runs past the limit of {:.0} s",
-                        self.req.limits.max_duration
+            if let Some(latest) = self.latest {
+                if t - latest > MAX_GAP_SECONDS {
+                    return Err(JobError::invalid_media(format!(
+                        "{}: the video's timestamps jump by {:.1} s at {latest:.2} s (more than \
+                         {MAX_GAP_SECONDS:.0} s without a frame)",
+                        self.info.path.display(),
+                        t - latest
                     )));
                 }
             }
-            f.set_pts(ts);
-            if let Some(ts) = ts {
-                // One nominal frame past the last timestamp (per-frame durations are not
-                // exposed the same way across FFmpeg versions).
-                let step = (1.0 / (f64::from(self.fps) * f64::from(vtb)))
-                    .round()
-                    .max(1.0) as i64;
-                self.end_pts = Some(self.end_pts.unwrap_or(i64::MIN).max(ts + step));
-            }
-            if self.graph.is_none() {
-                self.graph = Some(self.build_graph(&f, vtb)?);
-            }
-            if let Some(mut src) = self.graph.as_mut().and_then(|g| g.get("in")) {
-                src.source()
-                    .add(&f)
-                    .map_err(|e| JobError::internal(format!("video filter input: {e}")))?;
-            }
+            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+            // One nominal frame past the last timestamp (per-frame durations are not
+            // exposed the same way across FFmpeg versions).
+            let step = (1.0 / (f64::from(self.fps) * f64::from(vtb)))
+                .round()
+                .max(1.0) as i64;
+            self.end_pts = Some(self.end_pts.unwrap_or(i64::MIN).max(ts + step));
+        }
+        f.set_pts(ts);
+        let params = VideoParams::of(&f, vtb);
+        if self.graph.as_ref().map(|(_, p)| *p) != Some(params) {
+            self.rebuild_graph(params, close_at)?;
+        }
+        if let Some(mut src) = self.graph.as_mut().and_then(|(g, _)| g.get("in")) {
+            src.source()
+                .add(&f)
+                .map_err(|e| JobError::invalid_media(format!("video filter input: {e}")))?;
+        }
+        self.drain_graph()?;
+        self.advance_audio()
+    }
+
+    /// `buffer → [transpose|hflip,vflip] → fps → buffersink` for frames like `params`: upright
+    /// pictures at a constant rate (VFR sources get frames duplicated or dropped as the ffmpeg
+    /// CLI's `-vsync cfr` would). A graph built after a change starts where the previous one
+    /// stopped (it was ended at the changed frame's time), so output frames stay continuous.
+    fn rebuild_graph(&mut self, params: VideoParams, close_at: Option<i64>) -> Result<()> {
+        if self.graph.is_some() {
+            self.close_graph(close_at)?;
             self.drain_graph()?;
         }
-    }
-
-    /// `buffer → [transpose|hflip,vflip] → fps → buffersink`: upright pictures at a constant
-    /// rate starting at the video's time zero (VFR sources get frames duplicated or dropped
-    /// as the ffmpeg CLI's `-vsync cfr` would).
-    fn build_graph(&self, first: &frame::Video, vtb: Rational) -> Result<filter::Graph> {
-        let err = |e: ffmpeg::Error| JobError::internal(format!("video filter graph: {e}"));
-        let mut graph = filter::Graph::new();
-        let sar = first.aspect_ratio();
-        let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
-            sar
-        } else {
-            Rational::new(1, 1)
-        };
-        let args = format!(
-            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-            first.width(),
-            first.height(),
-            ffmpeg::ffi::AVPixelFormat::from(first.format()) as i32,
-            vtb.numerator(),
-            vtb.denominator(),
-            sar.numerator(),
-            sar.denominator()
-        );
-        let buffer = filter::find("buffer").ok_or_else(|| err(ffmpeg::Error::FilterNotFound))?;
-        let sink = filter::find("buffersink").ok_or_else(|| err(ffmpeg::Error::FilterNotFound))?;
-        graph.add(&buffer, "in", &args).map_err(err)?;
-        graph.add(&sink, "out", "").map_err(err)?;
-        let orient = match self.info.video.rotation {
-            90 => "transpose=clock,",
-            180 => "hflip,vflip,",
-            270 => "transpose=cclock,",
-            _ => "",
-        };
+        let start = self.info.video.start_time + self.frames_out as f64 / f64::from(self.fps);
+        let orient = graph::orientation(self.info.video.rotation)
+            .map(|o| format!("{o},"))
+            .unwrap_or_default();
         let spec = format!(
-            "{orient}fps=fps={}/{}:start_time={}",
+            "{orient}fps=fps={}/{}:start_time={start}",
             self.fps.numerator(),
             self.fps.denominator(),
-            self.info.video.start_time
         );
-        graph
-            .output("in", 0)
-            .and_then(|p| p.input("out", 0))
-            .and_then(|p| p.parse(&spec))
-            .map_err(err)?;
-        graph.validate().map_err(err)?;
-        Ok(graph)
+        let g = graph::simple("buffer", &params.buffer_args(), &spec).map_err(|e| {
+            JobError::invalid_media(format!(
+                "video filter graph for {}x{} {:?} frames: {e}",
+                params.width, params.height, params.format
+            ))
+        })?;
+        self.graph = Some((g, params));
+        Ok(())
     }
 
-    fn flush_graph(&mut self) -> Result<()> {
-        let end = self.end_pts;
-        if let Some(mut src) = self.graph.as_mut().and_then(|g| g.get("in")) {
+    /// Ends the graph's input at `end` (source time base), so that `fps` knows where the last
+    /// frame ends instead of cutting it off.
+    fn close_graph(&mut self, end: Option<i64>) -> Result<()> {
+        if let Some(mut src) = self.graph.as_mut().and_then(|(g, _)| g.get("in")) {
             match end {
                 Some(pts) => ffi::close_source(&mut src, pts)
-                    .map_err(|e| JobError::internal(format!("video filter end: {e}")))?,
+                    .map_err(|e| JobError::invalid_media(format!("video filter end: {e}")))?,
                 None => {
                     let _ = src.source().flush();
                 }
             }
         }
-        self.drain_graph()
+        Ok(())
     }
 
     fn drain_graph(&mut self) -> Result<()> {
         loop {
             let mut out = frame::Video::empty();
-            let got = match self.graph.as_mut().and_then(|g| g.get("out")) {
+            let got = match self.graph.as_mut().and_then(|(g, _)| g.get("out")) {
                 Some(mut sink) => sink.sink().frame(&mut out).is_ok(),
                 None => false,
             };
@@ -455,14 +308,16 @@ impl DecodeLoop<'_> {
 
     /// Hands one output frame to every rendition, on the IDR grid when its number says so.
     fn emit(&mut self, frame: Arc<frame::Video>) -> Result<()> {
+        // A gap is filled here one frame at a time: stop as soon as the job is cancelled.
+        self.check_cancel()?;
         let index = self.frames_out;
         self.frames_out += 1;
-        let force_idr = index % self.gop_frames == 0 || index % self.seg_frames == 0;
+        let force_idr = index % self.out.gop_frames == 0 || index % self.out.seg_frames == 0;
         let t = index as f64 / f64::from(self.fps);
         if !self.thumbnail_taken && t >= self.req.thumbnail_time {
             self.write_thumbnail(&frame)?;
         }
-        for tx in &self.frame_txs {
+        for tx in &self.out.frames {
             let msg = SourceFrame {
                 frame: Arc::clone(&frame),
                 index,
@@ -478,16 +333,62 @@ impl DecodeLoop<'_> {
         Ok(())
     }
 
-    fn send_audio(&mut self, packets: &mut Vec<Packet>) -> Result<()> {
-        for p in packets.drain(..) {
-            let p = Arc::new(p);
-            for tx in &self.audio_txs {
-                if tx.send(Arc::clone(&p)).is_err() {
-                    return Err(JobError::new(ErrorKind::Cancelled, "a rendition stopped"));
+    /// Seconds of video handed to the renditions so far.
+    fn video_seconds(&self) -> f64 {
+        self.frames_out as f64 / f64::from(self.fps)
+    }
+
+    fn push_audio(&mut self, packet: &Packet) -> Result<()> {
+        let cancel = self.cancel;
+        let r = match self.out.audio.as_mut() {
+            Some(AudioLane { chain, txs }) => {
+                chain.push(packet, &mut |p| send_audio(txs, p, cancel))
+            }
+            None => return Ok(()),
+        };
+        self.audio_outcome(r)
+    }
+
+    fn advance_audio(&mut self) -> Result<()> {
+        let (cancel, seconds) = (self.cancel, self.video_seconds());
+        let r = match self.out.audio.as_mut() {
+            Some(AudioLane { chain, txs }) => {
+                chain.advance(seconds, &mut |p| send_audio(txs, p, cancel))
+            }
+            None => return Ok(()),
+        };
+        self.audio_outcome(r)
+    }
+
+    fn finish_audio(&mut self) -> Result<()> {
+        let (cancel, seconds) = (self.cancel, self.video_seconds());
+        let r = match self.out.audio.as_mut() {
+            Some(AudioLane { chain, txs }) => {
+                chain.finish(seconds, &mut |p| send_audio(txs, p, cancel))
+            }
+            None => return Ok(()),
+        };
+        self.audio_outcome(r)
+    }
+
+    /// An audio failure that is the media's fault ends the audio, not the job: the output
+    /// keeps the audio made so far, and the outcome says why the rest is missing.
+    /// Cancellation and limits still end the job.
+    fn audio_outcome(&mut self, r: Result<()>) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind, ErrorKind::Cancelled | ErrorKind::LimitExceeded) => Err(e),
+            Err(e) => {
+                let at = self.video_seconds();
+                tracing::warn!(error = %e, at, "audio stopped: the rest of the output has no sound");
+                if let Some(mut lane) = self.out.audio.take() {
+                    self.warnings.extend(lane.chain.take_warnings());
                 }
+                self.warnings
+                    .push(format!("audio stops at {at:.2} s: {}", e.message));
+                Ok(())
             }
         }
-        Ok(())
     }
 
     fn write_thumbnail(&mut self, frame: &frame::Video) -> Result<()> {
@@ -524,32 +425,28 @@ impl DecodeLoop<'_> {
     }
 
     /// After the last packet: refuse sources that decoded to nothing, or to much less than
-    /// they declare (truncated uploads), instead of publishing a short video.
-    fn check_complete(&self) -> Result<()> {
+    /// they declare (truncated uploads), instead of publishing a short video. Without a video
+    /// duration of its own (Matroska, WebM) the container's is used, and what was read of
+    /// the audio counts too: a video shorter than its audio is not a truncated file.
+    fn check_complete(&self, errors: u64, last_error: Option<String>) -> Result<()> {
         if self.frames_out == 0 {
-            let why = self
-                .last_decode_error
-                .clone()
-                .unwrap_or_else(|| "no frame decoded".into());
+            let why = last_error.unwrap_or_else(|| "no frame decoded".into());
             return Err(JobError::invalid_media(format!(
-                "{}: the video stream has no decodable frames ({why}; {} decode errors)",
+                "{}: the video stream has no decodable frames ({why}; {errors} decode errors)",
                 self.info.path.display(),
-                self.decode_errors
             )));
         }
-        let declared = match (self.info.video.duration, &self.info.audio) {
-            (Some(d), _) => Some(d),
-            (None, None) => self.info.duration,
-            (None, Some(_)) => None,
+        let decoded = self.video_seconds();
+        let (declared, reached) = match self.info.video.duration {
+            Some(d) => (Some(d), decoded),
+            None => (self.info.duration, decoded.max(self.audio_end)),
         };
-        let decoded = self.frames_out as f64 / f64::from(self.fps);
         if let Some(d) = declared {
-            if decoded < d * 0.9 - 0.5 {
+            if reached < d * 0.9 - 0.5 {
                 return Err(JobError::invalid_media(format!(
-                    "{}: source is truncated or corrupt: decoded {decoded:.2} s of the {d:.2} s \
-                     it declares ({} decode errors)",
+                    "{}: source is truncated or corrupt: decoded {reached:.2} s of the {d:.2} s \
+                     it declares ({errors} decode errors)",
                     self.info.path.display(),
-                    self.decode_errors
                 )));
             }
         }

@@ -164,6 +164,7 @@ impl Manifest {
                 thumbnail: "thumbnail.jpg".into(),
                 master_playlist: crate::media::hls::playlist::MASTER.into(),
                 elapsed_seconds: 0.1,
+                warnings: Vec::new(),
             },
         }
     }

@@ -2,19 +2,27 @@
 //! starts one thread per rendition inside a scope and joins them all before it returns.
 //!
 //! ```text
-//! demux+decode (calling thread) ──Arc<Frame>──► rendition threads: scale → x264 → segmenter
-//!        └► audio: decode → stereo 48k → AAC (once) ──Packet──► every rendition's segmenter
+//! probe::open ─► pipeline::run: threads, channels, one rendition thread per quality
+//!   demux::{Reader, VideoDecoder} ─► decode::DecodeLoop (calling thread)
+//!        ├► graph (orientation + fps, rebuilt on a mid-stream change) ──Arc<Frame>──►
+//!        │      rendition threads: scale → x264 → hls::Segmenter
+//!        ├► audio::AudioChain: decode → stereo 48k → AAC (once), no further than the video
+//!        │      ──Packet──► every rendition's segmenter
 //!        └► thumbnail at thumbnail_time
-//! then: playlists + master + manifest into the staging dir → renamed into place
+//! then: playlists + master + manifest into the staging dir; the source re-checked (changed
+//! during the job: nothing is published) → renamed into place
 //! ```
 
 pub mod audio;
 pub(crate) mod confine;
 pub mod decode;
+pub(crate) mod demux;
 pub mod ffi;
+pub(crate) mod graph;
 pub mod hls;
 pub mod manifest;
 pub mod output;
+pub mod pipeline;
 pub mod probe;
 pub mod rendition;
 pub mod thumbnail;
@@ -93,23 +101,17 @@ impl TranscodeRequest {
     }
 
     fn validate(&self) -> Result<()> {
-        const PRESETS: &[&str] = &[
-            "ultrafast",
-            "superfast",
-            "veryfast",
-            "faster",
-            "fast",
-            "medium",
-            "slow",
-            "slower",
-            "veryslow",
-            "placebo",
-        ];
-        if !PRESETS.contains(&self.preset.as_str()) {
-            return Err(JobError::invalid_request(format!(
+        let rank = probe::preset_rank(&self.preset).ok_or_else(|| {
+            JobError::invalid_request(format!(
                 "unknown x264 preset {:?} (known: {})",
                 self.preset,
-                PRESETS.join(", ")
+                probe::PRESETS.join(", ")
+            ))
+        })?;
+        if probe::preset_rank(self.limits.slowest_preset).is_some_and(|max| rank > max) {
+            return Err(JobError::invalid_request(format!(
+                "x264 preset {:?} is slower than this worker allows (at most {:?})",
+                self.preset, self.limits.slowest_preset
             )));
         }
         if !(0.5..=60.0).contains(&self.segment_seconds) {
@@ -192,6 +194,9 @@ pub struct Outcome {
     pub thumbnail: String,
     pub master_playlist: String,
     pub elapsed_seconds: f64,
+    /// What was left out of the output and why (e.g. audio that could not be used).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Splits the encoder thread budget between renditions in proportion to their pixel counts,
@@ -249,7 +254,11 @@ pub fn transcode(
     );
     let staging = output::Staging::create(req)?;
 
-    let decoded = decode::run(source, &ladder, req, staging.path(), cancel, progress)?;
+    let decoded = pipeline::run(source, &ladder, req, staging.path(), cancel, progress);
+    // A source replaced while it was read explains any decode failure, and must not be
+    // published under the request's fingerprint either way.
+    probe::check_unchanged(&info)?;
+    let decoded = decoded?;
 
     progress(&ProgressTick {
         stage: Stage::Publishing,
@@ -300,6 +309,7 @@ pub fn transcode(
         thumbnail,
         master_playlist: hls::playlist::MASTER.to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
+        warnings: decoded.warnings.clone(),
     };
     manifest::Manifest::new(req, &info, &outcome).write_to(staging.path())?;
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {

@@ -17,6 +17,34 @@ ogg,mxf,nut,h264,hevc,m4v,mpegvideo,yuv4mpegpipe,wav,mp3,aac,flac,w64";
 /// Output frame rates are capped here: players and the platform's ladder stop at 60 fps.
 const MAX_FRAME_RATE: f64 = 60.0;
 
+/// libx264's presets, fastest first.
+pub const PRESETS: [&str; 10] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+/// Where `preset` stands from fastest (0) to slowest; `None` if it is not a libx264 preset.
+pub fn preset_rank(preset: &str) -> Option<usize> {
+    PRESETS.iter().position(|p| *p == preset)
+}
+
+/// Parses a preset name for the command line (`--max-preset`).
+pub fn parse_preset(name: &str) -> std::result::Result<&'static str, String> {
+    PRESETS
+        .iter()
+        .find(|p| **p == name)
+        .copied()
+        .ok_or_else(|| format!("unknown x264 preset {name:?} (known: {})", PRESETS.join(", ")))
+}
+
 /// Limits on what a job may ask of this worker, checked before decoding and while decoding
 /// (headers can lie).
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -25,6 +53,9 @@ pub struct Limits {
     pub max_height: u32,
     /// Seconds.
     pub max_duration: f64,
+    /// The slowest libx264 preset a job may ask for: `placebo` costs ~10× `slow` for a few
+    /// percent of bitrate, and a job could otherwise hold a worker for that long.
+    pub slowest_preset: &'static str,
 }
 
 impl Default for Limits {
@@ -35,6 +66,7 @@ impl Default for Limits {
             max_width: 7680,
             max_height: 4320,
             max_duration: 6.0 * 3600.0,
+            slowest_preset: "slow",
         }
     }
 }
@@ -98,6 +130,9 @@ pub struct AudioInfo {
 pub struct SourceInfo {
     pub path: PathBuf,
     pub size_bytes: u64,
+    /// Modification time when it was opened: with the size, how a replaced source is noticed.
+    #[serde(skip)]
+    pub modified: Option<std::time::SystemTime>,
     pub container: String,
     pub duration: Option<f64>,
     pub bit_rate: Option<u64>,
@@ -305,12 +340,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
         .find(|sd| sd.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix)
         .map(|sd| rotation_from_matrix(sd.data()))
         .unwrap_or(0);
-    let sar = vdec.aspect_ratio();
-    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
-        f64::from(sar)
-    } else {
-        1.0
-    };
+    let sar = f64::from(crate::media::graph::sar_or_square(vdec.aspect_ratio()));
     let (mut dw, mut dh) = (width as f64 * sar, height as f64);
     if rotation % 180 == 90 {
         std::mem::swap(&mut dw, &mut dh);
@@ -326,7 +356,12 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
     let tb = video.time_base();
     let start_time = seconds(video.start_time(), tb).unwrap_or(0.0);
     let vduration = seconds(video.duration(), tb).filter(|d| *d > 0.0);
-    let longest = vduration.or(duration);
+    // The container's duration counts too: a stream that starts late (audio an hour after a
+    // one-second video) makes the job that long.
+    let longest = match (vduration, duration) {
+        (Some(v), Some(c)) => Some(v.max(c)),
+        (v, c) => v.or(c),
+    };
     if let Some(d) = longest {
         if d > limits.max_duration {
             return Err(JobError::limit_exceeded(format!(
@@ -377,6 +412,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
     let info = SourceInfo {
         path: path.to_path_buf(),
         size_bytes: meta.len(),
+        modified: meta.modified().ok(),
         container,
         duration,
         bit_rate,
@@ -384,6 +420,26 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
         audio,
     };
     Ok(Source { input, info })
+}
+
+/// Fails with `source_changed` (worth retrying) when the source's size or modification time
+/// differs from when it was opened: it was replaced or rewritten while the job read it.
+pub fn check_unchanged(info: &SourceInfo) -> Result<()> {
+    let now = std::fs::metadata(&info.path).ok();
+    let same = now.as_ref().is_some_and(|m| {
+        m.len() == info.size_bytes && m.modified().ok() == info.modified
+    });
+    if same {
+        return Ok(());
+    }
+    Err(JobError::source_changed(format!(
+        "source {} changed while the job read it ({} bytes when opened, {} now): nothing was \
+         published; a retry reads the new file",
+        info.path.display(),
+        info.size_bytes,
+        now.map(|m| m.len().to_string())
+            .unwrap_or_else(|| "gone".into())
+    )))
 }
 
 fn codec_id_name(id: ffmpeg::codec::Id) -> String {

@@ -1,12 +1,17 @@
 //! `thumbnail.jpg`: one decoded frame, taken from the job's single decode, at most 1280 px wide.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ffmpeg::software::scaling;
 use ffmpeg::{codec, encoder, format, frame, Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{JobError, Result};
+use crate::ladder::even;
+use crate::media::demux::{Reader, VideoDecoder};
+use crate::media::graph::{self, VideoParams};
+use crate::media::{ffi, probe};
 
 pub const FILE_NAME: &str = "thumbnail.jpg";
 /// Wide enough for a player's poster frame on a desktop page.
@@ -15,19 +20,13 @@ pub const MAX_WIDTH: u32 = 1280;
 /// Encodes `src` as a JPEG at `path` (scaled down to `MAX_WIDTH` when wider).
 pub fn write_jpeg(src: &frame::Video, path: &Path) -> Result<()> {
     let err = |what: &str, e: ffmpeg::Error| JobError::internal(format!("thumbnail {what}: {e}"));
-    let sar = src.aspect_ratio();
-    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
-        f64::from(sar)
-    } else {
-        1.0
-    };
+    let sar = f64::from(graph::sar_or_square(src.aspect_ratio()));
     let display_w = src.width() as f64 * sar;
     let (mut w, mut h) = (display_w, src.height() as f64);
     if w > MAX_WIDTH as f64 {
         h = h * MAX_WIDTH as f64 / w;
         w = MAX_WIDTH as f64;
     }
-    let even = |x: f64| (((x / 2.0).round() * 2.0) as u32).max(2);
     let (w, h) = (even(w), even(h));
 
     let mut scaler = scaling::Context::get(
@@ -89,80 +88,16 @@ pub fn thumbnail_only(
     output_dir: &Path,
     time: f64,
     limits: &crate::media::Limits,
-    cancel: &std::sync::atomic::AtomicBool,
+    cancel: &AtomicBool,
 ) -> Result<ThumbnailOutcome> {
-    use std::sync::atomic::Ordering;
     if !time.is_finite() || time < 0.0 {
         return Err(JobError::invalid_request("thumbnail time must be ≥ 0"));
     }
-    let crate::media::probe::Source { mut input, info } =
-        crate::media::probe::open(source, limits)?;
-    let vindex = info.video.index;
-    let (mut decoder, vtb) = {
-        let st = input
-            .stream(vindex)
-            .ok_or_else(|| JobError::internal("video stream vanished"))?;
-        let ctx = codec::Context::from_parameters(st.parameters())
-            .map_err(|e| JobError::invalid_media(format!("video stream: {e}")))?;
-        let dec = ctx.decoder().video().map_err(|e| {
-            JobError::unsupported_codec(format!("cannot open the video decoder: {e}"))
-        })?;
-        (dec, st.time_base())
-    };
-    let mut chosen: Option<(frame::Video, f64)> = None;
-    let mut reached = false;
-    let mut take = |decoder: &mut ffmpeg::decoder::Video| -> bool {
-        loop {
-            let mut f = frame::Video::empty();
-            if decoder.receive_frame(&mut f).is_err() {
-                return false;
-            }
-            if f.width() == 0 || f.height() == 0 {
-                continue;
-            }
-            let t = f
-                .timestamp()
-                .or(f.pts())
-                .map(|ts| ts as f64 * f64::from(vtb) - info.video.start_time)
-                .unwrap_or(0.0);
-            let done = t >= time;
-            chosen = Some((f, t.max(0.0)));
-            if done {
-                return true;
-            }
-        }
-    };
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(JobError::cancelled("cancelled while decoding"));
-        }
-        // A fresh packet per read (rust-ffmpeg #260).
-        let mut packet = Packet::empty();
-        match packet.read(&mut input) {
-            Ok(()) => {}
-            Err(ffmpeg::Error::Eof) => break,
-            Err(ffmpeg::Error::InvalidData) => continue,
-            Err(e) => {
-                return Err(JobError::invalid_media(format!(
-                    "reading the source failed: {e}"
-                )))
-            }
-        }
-        if packet.stream() != vindex || decoder.send_packet(&packet).is_err() {
-            continue;
-        }
-        if take(&mut decoder) {
-            reached = true;
-            break;
-        }
-    }
-    if !reached {
-        let _ = decoder.send_eof();
-        take(&mut decoder);
-    }
-    let (frame, taken_at) =
-        chosen.ok_or_else(|| JobError::invalid_media("no decodable video frame in the source"))?;
+    let probe::Source { mut input, info } = probe::open(source, limits)?;
+    let mut video = VideoDecoder::open(&input, info.video.index, limits)?;
+    let (frame, taken_at) = decode_until(&mut input, &mut video, &info, time, cancel)?;
     let upright = upright(&frame, info.video.rotation)?;
+    probe::check_unchanged(&info)?;
 
     std::fs::create_dir_all(output_dir)
         .map_err(|e| JobError::output_io(format!("creating {}: {e}", output_dir.display())))?;
@@ -185,44 +120,66 @@ pub fn thumbnail_only(
     })
 }
 
+/// The first frame at or after `time` (seconds from the video's start), or the last one, and
+/// where it was taken.
+fn decode_until(
+    input: &mut ffmpeg::format::context::Input,
+    video: &mut VideoDecoder,
+    info: &crate::media::SourceInfo,
+    time: f64,
+    cancel: &AtomicBool,
+) -> Result<(frame::Video, f64)> {
+    let mut chosen: Option<(frame::Video, f64)> = None;
+    let mut take = |video: &mut VideoDecoder| -> Result<bool> {
+        while let Some(f) = video.receive()? {
+            let t = f
+                .timestamp()
+                .or(f.pts())
+                .map(|ts| video.seconds(ts) - info.video.start_time)
+                .unwrap_or(0.0);
+            chosen = Some((f, t.max(0.0)));
+            if t >= time {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let mut reader = Reader::default();
+    let mut reached = false;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(JobError::cancelled("cancelled while decoding"));
+        }
+        let Some(packet) = reader.next(input)? else {
+            break;
+        };
+        if packet.stream() != video.index {
+            continue;
+        }
+        video.send(&packet);
+        if take(video)? {
+            reached = true;
+            break;
+        }
+    }
+    if !reached {
+        video.send_eof();
+        take(video)?;
+    }
+    chosen.ok_or_else(|| JobError::invalid_media("no decodable video frame in the source"))
+}
+
 /// The frame turned upright for a rotated source (`None`: already upright), through a
-/// one-filter libavfilter graph.
+/// graph built for this very frame.
 fn upright(src: &frame::Video, rotation: u32) -> Result<Option<frame::Video>> {
-    let orient = match rotation {
-        90 => "transpose=clock",
-        180 => "hflip,vflip",
-        270 => "transpose=cclock",
-        _ => return Ok(None),
+    let Some(orient) = graph::orientation(rotation) else {
+        return Ok(None);
     };
-    let err = |e: ffmpeg::Error| JobError::internal(format!("thumbnail orientation: {e}"));
-    let sar = src.aspect_ratio();
-    let sar = if sar.numerator() > 0 && sar.denominator() > 0 {
-        sar
-    } else {
-        Rational::new(1, 1)
-    };
-    let mut graph = ffmpeg::filter::Graph::new();
-    let args = format!(
-        "video_size={}x{}:pix_fmt={}:time_base=1/25:pixel_aspect={}/{}",
-        src.width(),
-        src.height(),
-        ffmpeg::ffi::AVPixelFormat::from(src.format()) as i32,
-        sar.numerator(),
-        sar.denominator()
-    );
-    let buffer =
-        ffmpeg::filter::find("buffer").ok_or_else(|| err(ffmpeg::Error::FilterNotFound))?;
-    let sink =
-        ffmpeg::filter::find("buffersink").ok_or_else(|| err(ffmpeg::Error::FilterNotFound))?;
-    graph.add(&buffer, "in", &args).map_err(err)?;
-    graph.add(&sink, "out", "").map_err(err)?;
-    graph
-        .output("in", 0)
-        .and_then(|p| p.input("out", 0))
-        .and_then(|p| p.parse(orient))
-        .map_err(err)?;
-    graph.validate().map_err(err)?;
-    let mut input = src.clone();
+    let err = |e: ffmpeg::Error| JobError::invalid_media(format!("thumbnail orientation: {e}"));
+    let params = VideoParams::of(src, Rational::new(1, 25));
+    let mut graph = graph::simple("buffer", &params.buffer_args(), orient).map_err(err)?;
+    // A new reference to the same pixels: only the timestamp differs.
+    let mut input = ffi::frame_ref(src).map_err(err)?;
     input.set_pts(Some(0));
     if let Some(mut s) = graph.get("in") {
         s.source().add(&input).map_err(err)?;

@@ -118,6 +118,9 @@ pub struct WorkerArgs {
     pub max_height: u32,
     #[arg(long, default_value_t = Limits::default().max_duration)]
     pub max_duration: f64,
+    /// The slowest libx264 preset a job may ask for (ultrafast … placebo).
+    #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
+    pub max_preset: &'static str,
     /// Name in events and logs (default: <hostname>-<pid>).
     #[arg(long)]
     pub worker_name: Option<String>,
@@ -612,6 +615,7 @@ async fn execute(
         max_width: shared.args.max_width,
         max_height: shared.args.max_height,
         max_duration: shared.args.max_duration,
+        slowest_preset: shared.args.max_preset,
     };
     match kind {
         JobKind::Process => {

@@ -1573,3 +1573,137 @@ pub fn traced_calls(log: &Path, call: &str) -> Vec<(usize, String)> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile media (tests/hostile_media.rs): sources that change shape or timing mid-stream
+// ---------------------------------------------------------------------------------------------
+
+/// Concatenates files byte for byte (MPEG-TS parts make one stream whose parameters change).
+pub fn concat_files(dir: &Path, name: &str, parts: &[PathBuf]) -> PathBuf {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend(fs::read(part).expect("read a part"));
+    }
+    let path = dir.join(name);
+    fs::write(&path, bytes).expect("write the concatenation");
+    path
+}
+
+/// An H.264 MPEG-TS part from a lavfi `graph`, starting at `offset` seconds.
+pub fn h264_ts_part(dir: &Path, name: &str, graph: &str, offset: f64) -> PathBuf {
+    let offset = offset.to_string();
+    make_fixture(
+        dir,
+        name,
+        &[lavfi(graph.to_string())],
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-output_ts_offset",
+            &offset,
+        ],
+    )
+}
+
+/// The review's crash: a 90°-rotated MP4 whose H.264 stream is 480x360 blue for 0.4 s, then
+/// `second` (a lavfi source of another size) for 1 s.
+pub fn rotated_size_change_mp4(dir: &Path, name: &str, second: &str) -> PathBuf {
+    let s1 = h264_ts_part(
+        dir,
+        "part1.ts",
+        "color=c=blue:size=480x360:rate=25:duration=0.4",
+        0.0,
+    );
+    let s2 = h264_ts_part(dir, "part2.ts", second, 0.4);
+    let joined = concat_files(dir, "joined.ts", &[s1, s2]);
+    let path = dir.join(name);
+    ffmpeg(&[
+        OsString::from("-i"),
+        joined.into_os_string(),
+        "-c".into(),
+        "copy".into(),
+        "-metadata:s:v".into(),
+        "rotate=90".into(),
+        path.clone().into_os_string(),
+    ]);
+    path
+}
+
+/// A picture's average colour (R, G, B), decoded by the ffmpeg CLI; `frame` selects the
+/// `select` filter's expression (e.g. "eq(n,34)"), for a video.
+pub fn mean_rgb(path: &Path, select: &str) -> (u8, u8, u8) {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-vf",
+            &format!("select='{select}',scale=1:1:flags=area"),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        output.status.success() && output.stdout.len() == 3,
+        "decoding {} to one pixel failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.stdout[0], output.stdout[1], output.stdout[2])
+}
+
+/// The presentation times (seconds) of one stream's packets in a file, in file order.
+pub fn packet_times(path: &Path, stream: &str) -> Vec<(f64, f64)> {
+    let v = ffprobe(
+        path,
+        &[
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts_time,duration_time",
+        ],
+    );
+    v["packets"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let f = |k: &str| {
+                        p[k].as_str()
+                            .and_then(|s| s.parse::<f64>().ok())
+                            .unwrap_or(0.0)
+                    };
+                    (f("pts_time"), f("duration_time"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Start of the first and end of the last packet of a stream across an HLS rendition's
+/// segments (the TS clock runs on across segments).
+pub fn stream_span(out: &Path, quality: &str, stream: &str) -> (f64, f64) {
+    let mut segments: Vec<PathBuf> = fs::read_dir(out)
+        .expect("read output")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{quality}_")))
+        })
+        .collect();
+    segments.sort();
+    let times: Vec<(f64, f64)> = segments.iter().flat_map(|s| packet_times(s, stream)).collect();
+    let start = times.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
+    let end = times.iter().map(|t| t.0 + t.1).fold(f64::NEG_INFINITY, f64::max);
+    (start, end)
+}

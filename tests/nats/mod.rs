@@ -377,6 +377,9 @@ pub fn base_args(url: &str, root: &Path) -> Vec<String> {
         "ultrafast",
         "--threads",
         "1",
+        // Long jobs use LONG_PRESET (`slower`), past the default `--max-preset slow`.
+        "--max-preset",
+        "placebo",
         "--nats-connect-attempts",
         "5",
     ]

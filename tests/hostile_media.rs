@@ -1,0 +1,339 @@
+//! Hostile media gets a clean outcome, in bounded time and memory: sources whose frame size,
+//! audio layout or timing changes mid-stream, audio that starts an hour late, gaps in the
+//! timestamps, truncated Matroska, a source replaced while the job reads it. Each case is the
+//! reliability review's repro (C2, C3, C13, C14, C15, C17), built at test time.
+
+mod common;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_refused, concat_files, h264_aac_mp4, h264_ts_part, make_fixture, mean_rgb,
+    num_of, rotated_size_change_mp4, scratch_dir, stream_span, test_picture, transcode,
+    transcode_ok, uint_of,
+};
+use serde_json::Value;
+
+/// One small rung, fast: a wrongly accepted input fails fast, not slowly.
+const QUICK: &[&str] = &[
+    "--quality",
+    "144p",
+    "--preset",
+    "ultrafast",
+    "--threads",
+    "1",
+];
+
+fn warnings(result: &Value) -> Vec<String> {
+    result["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// The decoded output's frames and duration, with every packet decoding cleanly.
+fn output_video(out: &Path, quality: &str) -> (u64, f64) {
+    let (start, end) = stream_span(out, quality, "v:0");
+    let playlist = fs::read_to_string(out.join(format!("{quality}.m3u8"))).expect("playlist");
+    let mut frames = 0;
+    for line in playlist.lines().filter(|l| l.ends_with(".ts")) {
+        let v = common::ffprobe(
+            &out.join(line),
+            &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"],
+        );
+        frames += v["streams"][0]["nb_read_frames"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    (frames, end - start)
+}
+
+#[test]
+fn frame_size_shrinking_mid_stream_in_a_rotated_mp4_transcodes_cleanly() {
+    let tmp = scratch_dir();
+    // The review's 22 KB crasher: 480x360 then 4096x16, rotated 90°.
+    let source = rotated_size_change_mp4(
+        tmp.path(),
+        "crash_rot.mp4",
+        "testsrc=size=4096x16:rate=25:duration=1",
+    );
+    let out = tmp.path().join("out");
+    let result = transcode_ok(&source, &out, QUICK);
+    assert_eq!(uint_of(&result, "frames_decoded"), 35, "{result}");
+    assert_eq!(uint_of(&result, "frames_encoded"), 35, "{result}");
+    let (frames, duration) = output_video(&out, "144p");
+    assert_eq!(frames, 35, "every output frame decodes");
+    common::assert_close(duration, 1.4, 0.05, "output duration");
+}
+
+#[test]
+fn pictures_after_a_size_change_show_the_new_picture_not_memory() {
+    let tmp = scratch_dir();
+    // 480x360 blue, then 16x16 red: the red part read with the first geometry was heap bytes.
+    let source = rotated_size_change_mp4(
+        tmp.path(),
+        "shrink.mp4",
+        "color=c=red:size=16x16:rate=25:duration=1",
+    );
+    let out = tmp.path().join("out");
+    let options = [QUICK, &["--thumbnail-time", "1.2"]].concat();
+    transcode_ok(&source, &out, &options);
+    let is_red = |(r, g, b): (u8, u8, u8)| r > 200 && g < 60 && b < 60;
+    let thumb = mean_rgb(&out.join("thumbnail.jpg"), "1");
+    assert!(is_red(thumb), "thumbnail at 1.2 s must be the red part: {thumb:?}");
+    let last = mean_rgb(&out.join("144p_000.ts"), "eq(n,34)");
+    assert!(is_red(last), "the last output frame must be the red part: {last:?}");
+    let first = mean_rgb(&out.join("144p_000.ts"), "eq(n,0)");
+    assert!(first.2 > 200 && first.0 < 60, "the first frame is blue: {first:?}");
+}
+
+#[test]
+fn frame_over_the_size_limit_mid_stream_is_limit_exceeded() {
+    let tmp = scratch_dir();
+    // 320x240 in the header, 2000x64 from 2 s on: the header alone passes the limits.
+    let p1 = h264_ts_part(tmp.path(), "p1.ts", "testsrc=size=320x240:rate=25:duration=2", 0.0);
+    let p2 = h264_ts_part(tmp.path(), "p2.ts", "testsrc=size=2000x64:rate=25:duration=1", 2.0);
+    let source = concat_files(tmp.path(), "sizechange.ts", &[p1, p2]);
+    let options = [QUICK, &["--max-width", "640", "--max-height", "480"]].concat();
+    let error = assert_refused(&source, &tmp.path().join("out"), &options, &["limit_exceeded"]);
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("2000x64"),
+        "{error}"
+    );
+}
+
+/// `testsrc` for 1 s with a 1 s tone that starts `offset` seconds later, in `name`'s container.
+fn late_audio(dir: &Path, name: &str, offset: u32) -> std::path::PathBuf {
+    let mut inputs = vec![test_picture(160, 120, "25", 1.0)];
+    inputs.push(vec![
+        "-itsoffset".into(),
+        offset.to_string(),
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        "sine=duration=1".into(),
+    ]);
+    make_fixture(
+        dir,
+        name,
+        &inputs,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    )
+}
+
+#[test]
+fn audio_starting_an_hour_late_is_refused_over_max_duration() {
+    let tmp = scratch_dir();
+    let source = late_audio(tmp.path(), "late3600.mp4", 3600);
+    let options = [QUICK, &["--max-duration", "60"]].concat();
+    assert_refused(&source, &tmp.path().join("out"), &options, &["limit_exceeded"]);
+}
+
+#[test]
+fn audio_starting_an_hour_late_is_trimmed_to_the_video() {
+    let tmp = scratch_dir();
+    for name in ["late3600.mp4", "late3600.mkv"] {
+        let source = late_audio(tmp.path(), name, 3600);
+        let out = tmp.path().join(format!("out-{name}"));
+        let run = transcode(&source, &out, QUICK);
+        assert!(run.status.success(), "{}", run.describe());
+        // A second of 120p: not the 12 s of CPU an hour of silence cost.
+        assert!(run.elapsed < Duration::from_secs(20), "{}", run.describe());
+        let (vstart, vend) = stream_span(&out, "120p", "v:0");
+        let (astart, aend) = stream_span(&out, "120p", "a:0");
+        common::assert_close(vend - vstart, 1.0, 0.05, "video duration");
+        // Audio starts with the video (AAC priming: one frame earlier) and ends with it.
+        assert!(astart >= vstart - 0.05, "{name}: audio {astart}..{aend}, video {vstart}..{vend}");
+        assert!(aend <= vend + 0.05, "{name}: audio {astart}..{aend}, video {vstart}..{vend}");
+        let playlist = fs::read_to_string(out.join("120p.m3u8")).expect("playlist");
+        assert_eq!(playlist.matches(".ts").count(), 1, "{playlist}");
+    }
+}
+
+#[test]
+fn nine_channel_pcm_is_downmixed_to_stereo() {
+    let tmp = scratch_dir();
+    let tones: Vec<String> = (0..9)
+        .map(|i| format!("sine=f={}:d=2[a{i}]", 300 + 100 * i))
+        .collect();
+    let inputs: String = (0..9).map(|i| format!("[a{i}]")).collect();
+    let graph = format!("{};{inputs}amerge=inputs=9[a]", tones.join(";"));
+    let source = make_fixture(
+        tmp.path(),
+        "nine.mkv",
+        &[test_picture(320, 240, "25", 2.0)],
+        &[
+            "-filter_complex",
+            &graph,
+            "-map",
+            "0:v",
+            "-map",
+            "[a]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "pcm_s16le",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let result = transcode_ok(&source, &out, QUICK);
+    assert_eq!(result["has_audio"], true, "{result}");
+    assert!(warnings(&result).is_empty(), "{result}");
+    let a = common::ffprobe(
+        &out.join("144p_000.ts"),
+        &["-select_streams", "a:0", "-show_entries", "stream=channels,sample_rate"],
+    );
+    assert_eq!(a["streams"][0]["channels"], 2, "{a}");
+    assert_eq!(a["streams"][0]["sample_rate"], "48000", "{a}");
+    let (start, end) = stream_span(&out, "144p", "a:0");
+    common::assert_close(end - start, 2.0, 0.05, "audio duration");
+}
+
+#[test]
+fn audio_layout_and_rate_changing_mid_stream_is_followed() {
+    let tmp = scratch_dir();
+    let part = |name: &str, rate: u32, channels: &str, offset: &str| {
+        make_fixture(
+            tmp.path(),
+            name,
+            &[
+                test_picture(320, 240, "25", 2.0),
+                common::test_tone(rate, 2.0),
+            ],
+            &[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "mp2",
+                "-ac",
+                channels,
+                "-output_ts_offset",
+                offset,
+            ],
+        )
+    };
+    // Stereo 48 kHz, then mono 44.1 kHz: a broadcast recording across a programme change.
+    let a1 = part("a1.ts", 48_000, "2", "0");
+    let a2 = part("a2.ts", 44_100, "1", "2");
+    let source = concat_files(tmp.path(), "achange.ts", &[a1, a2]);
+    let out = tmp.path().join("out");
+    let result = transcode_ok(&source, &out, QUICK);
+    assert!(warnings(&result).is_empty(), "{result}");
+    common::assert_close(num_of(&result, "duration"), 4.0, 0.05, "video duration");
+    let (start, end) = stream_span(&out, "144p", "a:0");
+    common::assert_close(end - start, 4.0, 0.1, "audio duration");
+}
+
+#[test]
+fn timestamp_gap_of_two_minutes_is_invalid_media() {
+    let tmp = scratch_dir();
+    // Two frames 120 s apart (11 KB): 3001 encoded frames per rendition before.
+    let source = make_fixture(
+        tmp.path(),
+        "gap2.mkv",
+        &[test_picture(160, 120, "25", 0.08)],
+        &[
+            "-vf",
+            "setpts='if(eq(N,0),0,120/TB)'",
+            "-vsync",
+            "passthrough",
+            "-c:v",
+            "libx264",
+        ],
+    );
+    let error = assert_refused(&source, &tmp.path().join("out"), QUICK, &["invalid_media"]);
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("jump"),
+        "{error}"
+    );
+}
+
+#[test]
+fn truncated_mkv_with_audio_is_invalid_media() {
+    let tmp = scratch_dir();
+    let long = h264_aac_mp4(tmp.path(), "long.mp4", 320, 180, 10.0);
+    let mkv = tmp.path().join("long.mkv");
+    common::ffmpeg(&[
+        OsString::from("-i"),
+        long.into_os_string(),
+        "-c".into(),
+        "copy".into(),
+        mkv.clone().into_os_string(),
+    ]);
+    let bytes = fs::read(&mkv).expect("read mkv");
+    let cut = tmp.path().join("trunc.mkv");
+    fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write the cut");
+    let error = assert_refused(&cut, &tmp.path().join("out"), QUICK, &["invalid_media"]);
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("truncated"),
+        "{error}"
+    );
+}
+
+#[test]
+fn presets_slower_than_max_preset_are_invalid_request() {
+    let tmp = scratch_dir();
+    let source = common::h264_mp4(tmp.path(), "upload.mp4", 160, 90, 1.0);
+    let options = ["--quality", "144p", "--preset", "slower"];
+    let error = assert_refused(&source, &tmp.path().join("out"), &options, &["invalid_request"]);
+    assert!(
+        error["message"].as_str().unwrap_or_default().contains("slow"),
+        "{error}"
+    );
+    let options = ["--quality", "144p", "--preset", "veryslow", "--max-preset", "veryslow"];
+    transcode_ok(&source, &tmp.path().join("out"), &options);
+}
+
+#[test]
+fn source_replaced_during_the_job_is_source_changed_and_publishes_nothing() {
+    let tmp = scratch_dir();
+    let source = h264_aac_mp4(tmp.path(), "upload.mp4", 854, 480, 10.0);
+    let other = h264_aac_mp4(tmp.path(), "other.mp4", 640, 360, 10.0);
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+        .arg("transcode")
+        .arg(&source)
+        .arg(&out)
+        .args(["--json", "--quality", "480p,360p", "--preset", "slow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn video-worker");
+    // Wait until the job is under way (its staging directory exists), then overwrite in place.
+    let started = Instant::now();
+    let staging = || {
+        fs::read_dir(tmp.path())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("staging"))
+    };
+    while !staging() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no staging directory appeared"
+        );
+        assert!(child.try_wait().expect("poll").is_none(), "the job ended too early");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    fs::write(&source, fs::read(&other).expect("read other")).expect("overwrite the source");
+    let output = child.wait_with_output().expect("wait for video-worker");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "source_changed", "{v}");
+    assert!(fs::symlink_metadata(&out).is_err(), "nothing may be published");
+    common::assert_no_staging_left(tmp.path());
+}
