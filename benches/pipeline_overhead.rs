@@ -22,8 +22,8 @@ use ffmpeg::{codec, encoder, format, frame, picture, ChannelLayout, Packet, Rati
 use ffmpeg_next as ffmpeg;
 
 use video_worker::media::audio::AudioStreamSpec;
-use video_worker::media::pipeline::FRAME_QUEUE;
 use video_worker::media::hls::Segmenter;
+use video_worker::media::pipeline::FRAME_QUEUE;
 use video_worker::media::rendition::{self, SourceFrame};
 use video_worker::media::{self, ffi};
 

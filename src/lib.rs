@@ -14,14 +14,18 @@
 //! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
 //! - [`media`]: everything that touches FFmpeg (no tokio inside):
 //!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
-//!   - `media::decode`: the single decode, orientation + constant frame rate, fan-out, progress;
+//!   - `media::pipeline`: the fan-out: thread budget, channels, rendition threads, joining;
+//!   - `media::demux`: packets (bounded read errors) and the video decoder (per-frame limits);
+//!   - `media::decode`: the single decode, orientation + constant frame rate, progress;
+//!   - `media::graph`: filter graphs, rebuilt when a frame's size, format or layout changes;
 //!   - `media::rendition`: one thread per quality: scale → libx264 → segmenter;
-//!   - `media::audio`: decode → stereo 48 kHz → AAC, once per job;
+//!   - `media::audio`: decode → stereo 48 kHz → AAC, once per job, never past the video;
 //!   - `media::hls`: the MPEG-TS `Segmenter` and the playlists;
 //!   - `media::thumbnail`; `media::output` (which folder may be replaced, per-output lock,
 //!     staging dir, fsync, atomic publish); `media::manifest` (manifest.json and the request
 //!     fingerprint); `media::confine` (paths opened without following swapped-in symlinks);
-//!   - `media::ffi`: the one module with `unsafe` for what ffmpeg-next lacks.
+//!   - `media::ffi`: the FFmpeg calls ffmpeg-next lacks, each `unsafe` block argued (every
+//!     `unsafe` block in the crate carries a `// SAFETY:` comment; clippy denies one without).
 //! - [`queue`]: everything that touches NATS (no FFmpeg inside): connection, stream/consumer
 //!   setup with drift reports, the worker (`run`), events, dead letters, callbacks, `submit`,
 //!   `streams`.

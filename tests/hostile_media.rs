@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_refused, concat_files, h264_aac_mp4, h264_ts_part, make_fixture, mean_rgb,
-    num_of, rotated_size_change_mp4, scratch_dir, stream_span, test_picture, transcode,
-    transcode_ok, uint_of,
+    assert_refused, concat_files, h264_aac_mp4, h264_ts_part, make_fixture, mean_rgb, num_of,
+    rotated_size_change_mp4, scratch_dir, stream_span, test_picture, transcode, transcode_ok,
+    uint_of,
 };
 use serde_json::Value;
 
@@ -32,7 +32,11 @@ const QUICK: &[&str] = &[
 fn warnings(result: &Value) -> Vec<String> {
     result["warnings"]
         .as_array()
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -44,7 +48,13 @@ fn output_video(out: &Path, quality: &str) -> (u64, f64) {
     for line in playlist.lines().filter(|l| l.ends_with(".ts")) {
         let v = common::ffprobe(
             &out.join(line),
-            &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"],
+            &[
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=nb_read_frames",
+            ],
         );
         frames += v["streams"][0]["nb_read_frames"]
             .as_str()
@@ -86,24 +96,51 @@ fn pictures_after_a_size_change_show_the_new_picture_not_memory() {
     transcode_ok(&source, &out, &options);
     let is_red = |(r, g, b): (u8, u8, u8)| r > 200 && g < 60 && b < 60;
     let thumb = mean_rgb(&out.join("thumbnail.jpg"), "1");
-    assert!(is_red(thumb), "thumbnail at 1.2 s must be the red part: {thumb:?}");
+    assert!(
+        is_red(thumb),
+        "thumbnail at 1.2 s must be the red part: {thumb:?}"
+    );
     let last = mean_rgb(&out.join("144p_000.ts"), "eq(n,34)");
-    assert!(is_red(last), "the last output frame must be the red part: {last:?}");
+    assert!(
+        is_red(last),
+        "the last output frame must be the red part: {last:?}"
+    );
     let first = mean_rgb(&out.join("144p_000.ts"), "eq(n,0)");
-    assert!(first.2 > 200 && first.0 < 60, "the first frame is blue: {first:?}");
+    assert!(
+        first.2 > 200 && first.0 < 60,
+        "the first frame is blue: {first:?}"
+    );
 }
 
 #[test]
 fn frame_over_the_size_limit_mid_stream_is_limit_exceeded() {
     let tmp = scratch_dir();
     // 320x240 in the header, 2000x64 from 2 s on: the header alone passes the limits.
-    let p1 = h264_ts_part(tmp.path(), "p1.ts", "testsrc=size=320x240:rate=25:duration=2", 0.0);
-    let p2 = h264_ts_part(tmp.path(), "p2.ts", "testsrc=size=2000x64:rate=25:duration=1", 2.0);
+    let p1 = h264_ts_part(
+        tmp.path(),
+        "p1.ts",
+        "testsrc=size=320x240:rate=25:duration=2",
+        0.0,
+    );
+    let p2 = h264_ts_part(
+        tmp.path(),
+        "p2.ts",
+        "testsrc=size=2000x64:rate=25:duration=1",
+        2.0,
+    );
     let source = concat_files(tmp.path(), "sizechange.ts", &[p1, p2]);
     let options = [QUICK, &["--max-width", "640", "--max-height", "480"]].concat();
-    let error = assert_refused(&source, &tmp.path().join("out"), &options, &["limit_exceeded"]);
+    let error = assert_refused(
+        &source,
+        &tmp.path().join("out"),
+        &options,
+        &["limit_exceeded"],
+    );
     assert!(
-        error["message"].as_str().unwrap_or_default().contains("2000x64"),
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2000x64"),
         "{error}"
     );
 }
@@ -132,7 +169,12 @@ fn audio_starting_an_hour_late_is_refused_over_max_duration() {
     let tmp = scratch_dir();
     let source = late_audio(tmp.path(), "late3600.mp4", 3600);
     let options = [QUICK, &["--max-duration", "60"]].concat();
-    assert_refused(&source, &tmp.path().join("out"), &options, &["limit_exceeded"]);
+    assert_refused(
+        &source,
+        &tmp.path().join("out"),
+        &options,
+        &["limit_exceeded"],
+    );
 }
 
 #[test]
@@ -149,8 +191,14 @@ fn audio_starting_an_hour_late_is_trimmed_to_the_video() {
         let (astart, aend) = stream_span(&out, "120p", "a:0");
         common::assert_close(vend - vstart, 1.0, 0.05, "video duration");
         // Audio starts with the video (AAC priming: one frame earlier) and ends with it.
-        assert!(astart >= vstart - 0.05, "{name}: audio {astart}..{aend}, video {vstart}..{vend}");
-        assert!(aend <= vend + 0.05, "{name}: audio {astart}..{aend}, video {vstart}..{vend}");
+        assert!(
+            astart >= vstart - 0.05,
+            "{name}: audio {astart}..{aend}, video {vstart}..{vend}"
+        );
+        assert!(
+            aend <= vend + 0.05,
+            "{name}: audio {astart}..{aend}, video {vstart}..{vend}"
+        );
         let playlist = fs::read_to_string(out.join("120p.m3u8")).expect("playlist");
         assert_eq!(playlist.matches(".ts").count(), 1, "{playlist}");
     }
@@ -189,7 +237,12 @@ fn nine_channel_pcm_is_downmixed_to_stereo() {
     assert!(warnings(&result).is_empty(), "{result}");
     let a = common::ffprobe(
         &out.join("144p_000.ts"),
-        &["-select_streams", "a:0", "-show_entries", "stream=channels,sample_rate"],
+        &[
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=channels,sample_rate",
+        ],
     );
     assert_eq!(a["streams"][0]["channels"], 2, "{a}");
     assert_eq!(a["streams"][0]["sample_rate"], "48000", "{a}");
@@ -253,7 +306,10 @@ fn timestamp_gap_of_two_minutes_is_invalid_media() {
     );
     let error = assert_refused(&source, &tmp.path().join("out"), QUICK, &["invalid_media"]);
     assert!(
-        error["message"].as_str().unwrap_or_default().contains("jump"),
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("jump"),
         "{error}"
     );
 }
@@ -275,7 +331,10 @@ fn truncated_mkv_with_audio_is_invalid_media() {
     fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write the cut");
     let error = assert_refused(&cut, &tmp.path().join("out"), QUICK, &["invalid_media"]);
     assert!(
-        error["message"].as_str().unwrap_or_default().contains("truncated"),
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("truncated"),
         "{error}"
     );
 }
@@ -285,12 +344,27 @@ fn presets_slower_than_max_preset_are_invalid_request() {
     let tmp = scratch_dir();
     let source = common::h264_mp4(tmp.path(), "upload.mp4", 160, 90, 1.0);
     let options = ["--quality", "144p", "--preset", "slower"];
-    let error = assert_refused(&source, &tmp.path().join("out"), &options, &["invalid_request"]);
+    let error = assert_refused(
+        &source,
+        &tmp.path().join("out"),
+        &options,
+        &["invalid_request"],
+    );
     assert!(
-        error["message"].as_str().unwrap_or_default().contains("slow"),
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("slow"),
         "{error}"
     );
-    let options = ["--quality", "144p", "--preset", "veryslow", "--max-preset", "veryslow"];
+    let options = [
+        "--quality",
+        "144p",
+        "--preset",
+        "veryslow",
+        "--max-preset",
+        "veryslow",
+    ];
     transcode_ok(&source, &tmp.path().join("out"), &options);
 }
 
@@ -324,16 +398,27 @@ fn source_replaced_during_the_job_is_source_changed_and_publishes_nothing() {
             started.elapsed() < Duration::from_secs(30),
             "no staging directory appeared"
         );
-        assert!(child.try_wait().expect("poll").is_none(), "the job ended too early");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "the job ended too early"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(300));
     fs::write(&source, fs::read(&other).expect("read other")).expect("overwrite the source");
     let output = child.wait_with_output().expect("wait for video-worker");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(v["error"]["kind"], "source_changed", "{v}");
-    assert!(fs::symlink_metadata(&out).is_err(), "nothing may be published");
+    assert!(
+        fs::symlink_metadata(&out).is_err(),
+        "nothing may be published"
+    );
     common::assert_no_staging_left(tmp.path());
 }

@@ -302,7 +302,9 @@ impl AudioChain {
                 continue;
             }
             let next = if self.silence > 0 {
-                let n = self.silence.min(i64::from(self.encoder.frame_size().max(1)));
+                let n = self
+                    .silence
+                    .min(i64::from(self.encoder.frame_size().max(1)));
                 self.silence -= n;
                 silence(n as usize)
             } else if let Some(f) = self.held.pop_front() {

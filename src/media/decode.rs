@@ -217,15 +217,15 @@ impl<'a> DecodeLoop<'a> {
                     self.req.limits.max_duration
                 )));
             }
-            if let Some(latest) = self.latest {
-                if t - latest > MAX_GAP_SECONDS {
-                    return Err(JobError::invalid_media(format!(
-                        "{}: the video's timestamps jump by {:.1} s at {latest:.2} s (more than \
-                         {MAX_GAP_SECONDS:.0} s without a frame)",
-                        self.info.path.display(),
-                        t - latest
-                    )));
-                }
+            // The video's start counts as a frame: a first picture an hour in is a gap too.
+            let latest = self.latest.unwrap_or(0.0);
+            if t - latest > MAX_GAP_SECONDS {
+                return Err(JobError::invalid_media(format!(
+                    "{}: the video's timestamps jump by {:.1} s at {latest:.2} s (more than \
+                     {MAX_GAP_SECONDS:.0} s without a frame)",
+                    self.info.path.display(),
+                    t - latest
+                )));
             }
             self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
             // One nominal frame past the last timestamp (per-frame durations are not

@@ -1,4 +1,4 @@
-//! The one place for `unsafe`: the few things ffmpeg-next's safe wrapper lacks.
+//! The one place for FFmpeg `unsafe`: the few things ffmpeg-next's safe wrapper lacks.
 //! Every block says why it is sound. Nothing here owns memory beyond the call.
 
 use std::ffi::CString;

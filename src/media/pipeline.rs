@@ -119,14 +119,13 @@ pub(crate) fn run(
             seg_frames,
         };
         let mut decode = DecodeLoop::new(&info, req, dir, cancel, progress, outputs);
-        let decoded = catch_unwind(AssertUnwindSafe(|| decode.run(&mut input))).unwrap_or_else(
-            |panic| {
+        let decoded =
+            catch_unwind(AssertUnwindSafe(|| decode.run(&mut input))).unwrap_or_else(|panic| {
                 Err(JobError::internal(format!(
                     "decode loop panicked: {}",
                     panic_message(&panic)
                 )))
-            },
-        );
+            });
         if decoded.is_err() {
             abort.store(true, Ordering::Relaxed);
         }

@@ -42,7 +42,12 @@ pub fn parse_preset(name: &str) -> std::result::Result<&'static str, String> {
         .iter()
         .find(|p| **p == name)
         .copied()
-        .ok_or_else(|| format!("unknown x264 preset {name:?} (known: {})", PRESETS.join(", ")))
+        .ok_or_else(|| {
+            format!(
+                "unknown x264 preset {name:?} (known: {})",
+                PRESETS.join(", ")
+            )
+        })
 }
 
 /// Limits on what a job may ask of this worker, checked before decoding and while decoding
@@ -426,9 +431,9 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
 /// differs from when it was opened: it was replaced or rewritten while the job read it.
 pub fn check_unchanged(info: &SourceInfo) -> Result<()> {
     let now = std::fs::metadata(&info.path).ok();
-    let same = now.as_ref().is_some_and(|m| {
-        m.len() == info.size_bytes && m.modified().ok() == info.modified
-    });
+    let same = now
+        .as_ref()
+        .is_some_and(|m| m.len() == info.size_bytes && m.modified().ok() == info.modified);
     if same {
         return Ok(());
     }

@@ -208,7 +208,7 @@ pub fn run(
             encoder
                 .send_frame(&out)
                 .map_err(|e| JobError::internal(format!("libx264 {}: {e}", job.plan.name)))?;
-            drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec)?;
+            drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec, abort)?;
             if ffi::is_writable(&mut out) {
                 spare = Some(out);
             }
@@ -220,7 +220,7 @@ pub fn run(
     encoder
         .send_eof()
         .map_err(|e| JobError::internal(format!("libx264 {} flush: {e}", job.plan.name)))?;
-    drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec)?;
+    drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec, abort)?;
     let segments = segmenter.finish()?;
     let avc_codec = avc_codec.ok_or_else(|| {
         JobError::internal(format!("no SPS found in the {} stream", job.plan.name))
@@ -293,8 +293,13 @@ fn drain_encoder(
     encoder: &mut encoder::Video,
     segmenter: &mut Segmenter,
     avc_codec: &mut Option<String>,
+    abort: &AtomicBool,
 ) -> Result<()> {
     loop {
+        // The flush at the end gives back a whole lookahead of frames (up to 250 at placebo).
+        if abort.load(Ordering::Relaxed) {
+            return Err(JobError::cancelled("job aborted"));
+        }
         let mut p = Packet::empty();
         match encoder.receive_packet(&mut p) {
             Ok(()) => {

@@ -1589,7 +1589,8 @@ pub fn concat_files(dir: &Path, name: &str, parts: &[PathBuf]) -> PathBuf {
     path
 }
 
-/// An H.264 MPEG-TS part from a lavfi `graph`, starting at `offset` seconds.
+/// An H.264 MPEG-TS part from a lavfi `graph`, starting at `offset` seconds. The pixel format
+/// is the source's (`testsrc` is RGB, so x264 writes 4:4:4): parts may differ in it too.
 pub fn h264_ts_part(dir: &Path, name: &str, graph: &str, offset: f64) -> PathBuf {
     let offset = offset.to_string();
     make_fixture(
@@ -1601,8 +1602,6 @@ pub fn h264_ts_part(dir: &Path, name: &str, graph: &str, offset: f64) -> PathBuf
             "libx264",
             "-preset",
             "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
             "-output_ts_offset",
             &offset,
         ],
@@ -1702,8 +1701,14 @@ pub fn stream_span(out: &Path, quality: &str, stream: &str) -> (f64, f64) {
         })
         .collect();
     segments.sort();
-    let times: Vec<(f64, f64)> = segments.iter().flat_map(|s| packet_times(s, stream)).collect();
+    let times: Vec<(f64, f64)> = segments
+        .iter()
+        .flat_map(|s| packet_times(s, stream))
+        .collect();
     let start = times.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
-    let end = times.iter().map(|t| t.0 + t.1).fold(f64::NEG_INFINITY, f64::max);
+    let end = times
+        .iter()
+        .map(|t| t.0 + t.1)
+        .fold(f64::NEG_INFINITY, f64::max);
     (start, end)
 }
