@@ -145,6 +145,33 @@ fn frame_over_the_size_limit_mid_stream_is_limit_exceeded() {
     );
 }
 
+#[test]
+fn frame_over_the_default_limits_mid_stream_is_refused_without_decoding_it() {
+    let tmp = scratch_dir();
+    // 320x240, then three 8192x8192 frames (236 KB): 470 MB of RSS to decode them before.
+    let p1 = h264_ts_part(
+        tmp.path(),
+        "b1.ts",
+        "testsrc=size=320x240:rate=25:duration=1",
+        0.0,
+    );
+    let p2 = h264_ts_part(
+        tmp.path(),
+        "b2.ts",
+        "color=c=red:size=8192x8192:rate=25:duration=0.12",
+        1.0,
+    );
+    let source = concat_files(tmp.path(), "big_mid.ts", &[p1, p2]);
+    let error = assert_refused(&source, &tmp.path().join("out"), QUICK, &["limit_exceeded"]);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("8192x8192"),
+        "{error}"
+    );
+}
+
 /// `testsrc` for 1 s with a 1 s tone that starts `offset` seconds later, in `name`'s container.
 fn late_audio(dir: &Path, name: &str, offset: u32) -> std::path::PathBuf {
     let mut inputs = vec![test_picture(160, 120, "25", 1.0)];

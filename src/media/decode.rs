@@ -172,7 +172,7 @@ impl<'a> DecodeLoop<'a> {
             };
             let index = packet.stream();
             if index == video.index {
-                video.send(&packet);
+                video.send(&packet)?;
                 self.receive_video(&mut video)?;
             } else if let Some((_, atb)) = audio_stream.filter(|(i, _)| *i == index) {
                 if let Some(pts) = packet.pts() {

@@ -99,11 +99,24 @@ impl VideoDecoder {
         })
     }
 
-    /// Feeds one packet of the video stream; a packet the decoder refuses is counted, not fatal.
-    pub fn send(&mut self, packet: &Packet) {
+    /// Feeds one packet of the video stream; a packet the decoder refuses is counted, not fatal,
+    /// unless it is refused for a picture size over the limits (the decoder has taken the new
+    /// size from the stream headers by then, and refused to allocate it: `max_pixels`).
+    pub fn send(&mut self, packet: &Packet) -> Result<()> {
         if let Err(e) = self.decoder.send_packet(packet) {
             self.note_error(e);
         }
+        self.check_size(self.decoder.width(), self.decoder.height())
+    }
+
+    fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        if width > self.limits.max_width || height > self.limits.max_height {
+            return Err(JobError::limit_exceeded(format!(
+                "a frame of the video is {width}x{height}, over the limit of {}x{}",
+                self.limits.max_width, self.limits.max_height
+            )));
+        }
+        Ok(())
     }
 
     pub fn send_eof(&mut self) {
@@ -132,15 +145,7 @@ impl VideoDecoder {
             if f.width() == 0 || f.height() == 0 {
                 continue;
             }
-            if f.width() > self.limits.max_width || f.height() > self.limits.max_height {
-                return Err(JobError::limit_exceeded(format!(
-                    "a frame of the video is {}x{}, over the limit of {}x{}",
-                    f.width(),
-                    f.height(),
-                    self.limits.max_width,
-                    self.limits.max_height
-                )));
-            }
+            self.check_size(f.width(), f.height())?;
             return Ok(Some(f));
         }
     }

@@ -156,7 +156,7 @@ fn decode_until(
         if packet.stream() != video.index {
             continue;
         }
-        video.send(&packet);
+        video.send(&packet)?;
         if take(video)? {
             reached = true;
             break;
