@@ -112,23 +112,17 @@ fn pictures_after_a_size_change_show_the_new_picture_not_memory() {
     );
 }
 
+/// 320x240 in the header, 2000x64 from 2 s on: the header alone passes a 640x480 limit.
+fn widening_ts(dir: &Path) -> std::path::PathBuf {
+    let p1 = h264_ts_part(dir, "p1.ts", "testsrc=size=320x240:rate=25:duration=2", 0.0);
+    let p2 = h264_ts_part(dir, "p2.ts", "testsrc=size=2000x64:rate=25:duration=1", 2.0);
+    concat_files(dir, "sizechange.ts", &[p1, p2])
+}
+
 #[test]
 fn frame_over_the_size_limit_mid_stream_is_limit_exceeded() {
     let tmp = scratch_dir();
-    // 320x240 in the header, 2000x64 from 2 s on: the header alone passes the limits.
-    let p1 = h264_ts_part(
-        tmp.path(),
-        "p1.ts",
-        "testsrc=size=320x240:rate=25:duration=2",
-        0.0,
-    );
-    let p2 = h264_ts_part(
-        tmp.path(),
-        "p2.ts",
-        "testsrc=size=2000x64:rate=25:duration=1",
-        2.0,
-    );
-    let source = concat_files(tmp.path(), "sizechange.ts", &[p1, p2]);
+    let source = widening_ts(tmp.path());
     let options = [QUICK, &["--max-width", "640", "--max-height", "480"]].concat();
     let error = assert_refused(
         &source,
@@ -229,6 +223,35 @@ fn audio_starting_an_hour_late_is_trimmed_to_the_video() {
         let playlist = fs::read_to_string(out.join("120p.m3u8")).expect("playlist");
         assert_eq!(playlist.matches(".ts").count(), 1, "{playlist}");
     }
+}
+
+#[test]
+fn audio_far_longer_than_the_video_is_trimmed_to_it_with_a_warning() {
+    let tmp = scratch_dir();
+    // One second of video, seventy of sound: the sound past the video is not published, and
+    // is not held in memory either (at most a minute of it waits for video that never comes).
+    let source = make_fixture(
+        tmp.path(),
+        "long_audio.mp4",
+        &[
+            test_picture(160, 120, "25", 1.0),
+            common::test_tone(48_000, 70.0),
+        ],
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    );
+    let out = tmp.path().join("out");
+    let result = transcode_ok(&source, &out, QUICK);
+    let (vstart, vend) = stream_span(&out, "120p", "v:0");
+    let (astart, aend) = stream_span(&out, "120p", "a:0");
+    assert!(
+        astart >= vstart - 0.05 && aend <= vend + 0.05,
+        "audio {astart}..{aend}, video {vstart}..{vend}"
+    );
+    let w = warnings(&result);
+    assert!(
+        w.len() == 1 && w[0].contains("ahead of the video"),
+        "the outcome says audio was left out: {result}"
+    );
 }
 
 #[test]
@@ -448,4 +471,32 @@ fn source_replaced_during_the_job_is_source_changed_and_publishes_nothing() {
         "nothing may be published"
     );
     common::assert_no_staging_left(tmp.path());
+}
+
+#[test]
+fn thumbnail_job_after_a_size_change_shows_the_new_picture_and_checks_the_limits() {
+    use std::sync::atomic::AtomicBool;
+    use video_worker::media::{thumbnail, Limits};
+    let tmp = scratch_dir();
+    let source = rotated_size_change_mp4(
+        tmp.path(),
+        "shrink.mp4",
+        "color=c=red:size=16x16:rate=25:duration=1",
+    );
+    let out = tmp.path().join("thumb");
+    let cancel = AtomicBool::new(false);
+    let done = thumbnail::thumbnail_only(&source, &out, 1.2, &Limits::default(), &cancel)
+        .expect("thumbnail job");
+    let (r, g, b) = mean_rgb(&done.path, "1");
+    assert!(r > 200 && g < 60 && b < 60, "the red part: {:?}", (r, g, b));
+
+    let limits = Limits {
+        max_width: 400,
+        max_height: 400,
+        ..Limits::default()
+    };
+    let source = widening_ts(tmp.path());
+    let e = thumbnail::thumbnail_only(&source, &out, 2.5, &limits, &cancel)
+        .expect_err("a frame over the limits");
+    assert_eq!(e.kind, video_worker::ErrorKind::LimitExceeded, "{e}");
 }

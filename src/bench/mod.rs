@@ -408,7 +408,7 @@ pub fn run(args: &BenchArgs) -> Result<Parity> {
         eprintln!("skipping {}: {}", s.quality, s.reason);
     }
     let cores = num_cpus::get();
-    // As `media::decode::run` gives its encoders: the whole core count, split by pixels.
+    // As `media::pipeline::run` gives its encoders: the whole core count, split by pixels.
     let pixels: Vec<u64> = ladder
         .renditions
         .iter()

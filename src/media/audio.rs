@@ -78,12 +78,10 @@ pub struct AudioChain {
 }
 
 impl AudioChain {
-    /// `known_video_end`: seconds from `t0` where the container says the video ends, if it
-    /// says so; the audio may run that far before the video has been decoded.
+    /// `t0`: the video's start (seconds, source clock), the audio's zero too.
     pub fn new(
         stream: &ffmpeg::Stream,
         t0: f64,
-        known_video_end: Option<f64>,
         max_duration: f64,
         bitrate: u64,
     ) -> Result<AudioChain> {
@@ -116,11 +114,6 @@ impl AudioChain {
         if let Some(mut out) = chunker.get("out") {
             out.sink().set_frame_size(encoder.frame_size());
         }
-        let horizon = known_video_end
-            .filter(|d| d.is_finite() && *d > 0.0)
-            .map(|d| (d.min(max_duration) * f64::from(SAMPLE_RATE)).round() as i64)
-            .unwrap_or(0);
-
         Ok(AudioChain {
             stream_index: stream.index(),
             decoder,
@@ -137,7 +130,8 @@ impl AudioChain {
             silence: 0,
             held: VecDeque::new(),
             held_samples: 0,
-            horizon,
+            // Nothing before the video has been decoded: headers may lie about its length.
+            horizon: 0,
             closed: false,
             warnings: Vec::new(),
         })

@@ -187,12 +187,21 @@ fn open_audio(
     req: &TranscodeRequest,
     warnings: &mut Vec<String>,
 ) -> Option<AudioChain> {
-    let a = info.audio.as_ref()?;
+    let Some(a) = info.audio.as_ref() else {
+        // An audio stream that probing could not describe (no decoder in this build, no
+        // sample rate): the output has no sound, and the outcome says so.
+        if let Some(s) = input.streams().best(ffmpeg::media::Type::Audio) {
+            warnings.push(format!(
+                "audio left out: the source's audio stream ({:?}) cannot be decoded",
+                s.parameters().id()
+            ));
+        }
+        return None;
+    };
     let stream = input.stream(a.index)?;
     match AudioChain::new(
         &stream,
         info.video.start_time,
-        info.video.duration,
         req.limits.max_duration,
         req.audio_bitrate,
     ) {
