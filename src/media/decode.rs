@@ -31,7 +31,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 /// would cost 6 hours of encoding for every rendition. A minute still lets slideshows through.
 pub(crate) const MAX_GAP_SECONDS: f64 = 60.0;
 
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub frames_decoded: u64,
     pub frames_encoded: u64,
     pub has_audio: bool,

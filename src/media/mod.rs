@@ -15,7 +15,7 @@
 
 pub mod audio;
 pub(crate) mod confine;
-pub mod decode;
+pub(crate) mod decode;
 pub(crate) mod demux;
 pub mod ffi;
 pub(crate) mod graph;

@@ -248,22 +248,35 @@ pub struct Source {
 /// Opens `path` for reading with a protocol whitelist (`file`) and a container whitelist,
 /// and describes it. Errors carry the kind the job fails with.
 pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
-    check_path(path)?;
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(JobError::source_not_found(format!(
-                "source {} does not exist",
-                path.display()
-            )))
-        }
-        Err(e) => {
-            return Err(JobError::source_not_found(format!(
-                "source {} cannot be read: {e}",
-                path.display()
-            )))
-        }
+    let meta = check_file(path)?;
+    crate::media::init()?;
+    let input = open_input(path)?;
+    let duration = (input.duration() > 0)
+        .then(|| input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
+    let video = describe_video(&input, path, limits, duration)?;
+    let info = SourceInfo {
+        path: path.to_path_buf(),
+        size_bytes: meta.len(),
+        modified: meta.modified().ok(),
+        container: input.format().name().to_string(),
+        duration,
+        bit_rate: (input.bit_rate() > 0).then(|| input.bit_rate() as u64),
+        audio: describe_audio(&input),
+        video,
     };
+    Ok(Source { input, info })
+}
+
+/// A plain local file path that exists, is a regular file and is not empty.
+fn check_file(path: &Path) -> Result<std::fs::Metadata> {
+    check_path(path)?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        JobError::source_not_found(if e.kind() == std::io::ErrorKind::NotFound {
+            format!("source {} does not exist", path.display())
+        } else {
+            format!("source {} cannot be read: {e}", path.display())
+        })
+    })?;
     if !meta.is_file() {
         return Err(JobError::source_not_found(format!(
             "source {} is not a regular file",
@@ -276,29 +289,32 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
             path.display()
         )));
     }
-    crate::media::init()?;
+    Ok(meta)
+}
 
+fn open_input(path: &Path) -> Result<format::context::Input> {
     let mut options = ffmpeg::Dictionary::new();
     options.set("protocol_whitelist", "file");
     options.set("format_whitelist", FORMAT_WHITELIST);
     // The `file:` prefix makes libavformat treat every path as a file, whatever it contains.
     let url = format!("file:{}", path.display());
-    let input = format::input_with_dictionary(&url, options).map_err(|e| {
+    format::input_with_dictionary(&url, options).map_err(|e| {
         JobError::invalid_media(format!(
             "{} is not a readable media file ({e}); accepted containers: MP4/MOV, Matroska/WebM, \
              AVI, MPEG-TS/PS, FLV, ASF, Ogg, MXF, raw H.264/HEVC",
             path.display()
         ))
-    })?;
+    })
+}
 
-    let container = input.format().name().to_string();
-    let duration = if input.duration() > 0 {
-        Some(input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE))
-    } else {
-        None
-    };
-    let bit_rate = (input.bit_rate() > 0).then(|| input.bit_rate() as u64);
-
+/// The video stream to transcode (the first that is not cover art), checked against the
+/// limits: its size, and its duration or the container's, whichever is longer.
+fn describe_video(
+    input: &format::context::Input,
+    path: &Path,
+    limits: &Limits,
+    container_duration: Option<f64>,
+) -> Result<VideoInfo> {
     let video = input
         .streams()
         .filter(|s| s.parameters().medium() == media::Type::Video)
@@ -351,7 +367,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
         std::mem::swap(&mut dw, &mut dh);
     }
 
-    let guessed = crate::media::ffi::guess_frame_rate(&input, vindex);
+    let guessed = crate::media::ffi::guess_frame_rate(input, vindex);
     let rate = [guessed, video.avg_frame_rate(), video.rate()]
         .into_iter()
         .find(|r| valid_rate(*r))
@@ -363,7 +379,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
     let vduration = seconds(video.duration(), tb).filter(|d| *d > 0.0);
     // The container's duration counts too: a stream that starts late (audio an hour after a
     // one-second video) makes the job that long.
-    let longest = match (vduration, duration) {
+    let longest = match (vduration, container_duration) {
         (Some(v), Some(c)) => Some(v.max(c)),
         (v, c) => v.or(c),
     };
@@ -375,9 +391,8 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
             )));
         }
     }
-    let frames = (video.frames() > 0).then(|| video.frames() as u64);
 
-    let video_info = VideoInfo {
+    Ok(VideoInfo {
         index: vindex,
         codec: codec_id_name(codec_id),
         width,
@@ -395,10 +410,13 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
             transfer: vdec.color_transfer_characteristic(),
         },
         duration: vduration,
-        frames,
-    };
+        frames: (video.frames() > 0).then(|| video.frames() as u64),
+    })
+}
 
-    let audio = input
+/// The best audio stream this build can decode, if any.
+fn describe_audio(input: &format::context::Input) -> Option<AudioInfo> {
+    input
         .streams()
         .best(media::Type::Audio)
         .filter(|s| ffmpeg::decoder::find(s.parameters().id()).is_some())
@@ -412,19 +430,7 @@ pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
                 sample_rate: a.rate(),
             })
         })
-        .filter(|a| a.sample_rate > 0);
-
-    let info = SourceInfo {
-        path: path.to_path_buf(),
-        size_bytes: meta.len(),
-        modified: meta.modified().ok(),
-        container,
-        duration,
-        bit_rate,
-        video: video_info,
-        audio,
-    };
-    Ok(Source { input, info })
+        .filter(|a| a.sample_rate > 0)
 }
 
 /// Fails with `source_changed` (worth retrying) when the source's size or modification time
