@@ -500,3 +500,59 @@ fn thumbnail_job_after_a_size_change_shows_the_new_picture_and_checks_the_limits
         .expect_err("a frame over the limits");
     assert_eq!(e.kind, video_worker::ErrorKind::LimitExceeded, "{e}");
 }
+
+#[test]
+fn cancel_stops_a_job_while_it_fills_a_timestamp_gap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use video_worker::ladder::Quality;
+    use video_worker::media::{self, TranscodeRequest};
+    let tmp = scratch_dir();
+    // Two frames 50 s apart (under the gap bound): 1250 repeated pictures to encode.
+    let source = make_fixture(
+        tmp.path(),
+        "gap50.mkv",
+        &[test_picture(640, 360, "25", 0.08)],
+        &[
+            "-vf",
+            "setpts='if(eq(N,0),0,50/TB)'",
+            "-vsync",
+            "passthrough",
+            "-c:v",
+            "libx264",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let mut req = TranscodeRequest::new(&source, &out).expect("request");
+    req.qualities = Quality::parse_list(&["360p".to_string()]).expect("quality");
+    req.preset = "medium".into();
+    req.threads = 1;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let job = {
+        let cancel = Arc::clone(&cancel);
+        thread::spawn(move || media::transcode(&req, &cancel, &|_| {}))
+    };
+    let started = Instant::now();
+    while !fs::read_dir(tmp.path())
+        .expect("read dir")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("staging"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the job never started"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(Duration::from_millis(500));
+    assert!(!job.is_finished(), "the job must still be filling the gap");
+    cancel.store(true, Ordering::Relaxed);
+    let cancelled_at = Instant::now();
+    let result = job.join().expect("the job thread");
+    let took = cancelled_at.elapsed();
+    let e = result.expect_err("a cancelled job fails");
+    assert_eq!(e.kind, video_worker::ErrorKind::Cancelled, "{e}");
+    assert!(took < Duration::from_secs(2), "cancellation took {took:?}");
+    assert!(fs::symlink_metadata(&out).is_err(), "nothing published");
+    common::assert_no_staging_left(tmp.path());
+}
