@@ -337,23 +337,28 @@ fn audio_layout_and_rate_changing_mid_stream_is_followed() {
     common::assert_close(end - start, 4.0, 0.1, "audio duration");
 }
 
+/// Two frames of `width`x`height`, `gap` seconds apart, in Matroska (which keeps the gap).
+fn two_frames_apart(
+    dir: &Path,
+    name: &str,
+    width: u32,
+    height: u32,
+    gap: u32,
+) -> std::path::PathBuf {
+    let setpts = format!("setpts='if(eq(N,0),0,{gap}/TB)'");
+    make_fixture(
+        dir,
+        name,
+        &[test_picture(width, height, "25", 0.08)],
+        &["-vf", &setpts, "-vsync", "passthrough", "-c:v", "libx264"],
+    )
+}
+
 #[test]
 fn timestamp_gap_of_two_minutes_is_invalid_media() {
     let tmp = scratch_dir();
     // Two frames 120 s apart (11 KB): 3001 encoded frames per rendition before.
-    let source = make_fixture(
-        tmp.path(),
-        "gap2.mkv",
-        &[test_picture(160, 120, "25", 0.08)],
-        &[
-            "-vf",
-            "setpts='if(eq(N,0),0,120/TB)'",
-            "-vsync",
-            "passthrough",
-            "-c:v",
-            "libx264",
-        ],
-    );
+    let source = two_frames_apart(tmp.path(), "gap2.mkv", 160, 120, 120);
     let error = assert_refused(&source, &tmp.path().join("out"), QUICK, &["invalid_media"]);
     assert!(
         error["message"]
@@ -509,19 +514,7 @@ fn cancel_stops_a_job_while_it_fills_a_timestamp_gap() {
     use video_worker::media::{self, TranscodeRequest};
     let tmp = scratch_dir();
     // Two frames 50 s apart (under the gap bound): 1250 repeated pictures to encode.
-    let source = make_fixture(
-        tmp.path(),
-        "gap50.mkv",
-        &[test_picture(640, 360, "25", 0.08)],
-        &[
-            "-vf",
-            "setpts='if(eq(N,0),0,50/TB)'",
-            "-vsync",
-            "passthrough",
-            "-c:v",
-            "libx264",
-        ],
-    );
+    let source = two_frames_apart(tmp.path(), "gap50.mkv", 640, 360, 50);
     let out = tmp.path().join("out");
     let mut req = TranscodeRequest::new(&source, &out).expect("request");
     req.qualities = Quality::parse_list(&["360p".to_string()]).expect("quality");
