@@ -166,6 +166,17 @@ fn frame_over_the_default_limits_mid_stream_is_refused_without_decoding_it() {
     );
 }
 
+#[test]
+fn source_exactly_at_the_size_limits_is_accepted() {
+    let tmp = scratch_dir();
+    // 1000 px is not a multiple of the decoder's stride alignment: its padded picture is
+    // larger than 1000x562, and must not count against the limits.
+    let source = common::h264_mp4(tmp.path(), "odd.mp4", 1000, 562, 1.0);
+    let options = [QUICK, &["--max-width", "1000", "--max-height", "562"]].concat();
+    let result = transcode_ok(&source, &tmp.path().join("out"), &options);
+    assert_eq!(uint_of(&result, "frames_encoded"), 25, "{result}");
+}
+
 /// `testsrc` for 1 s with a 1 s tone that starts `offset` seconds later, in `name`'s container.
 fn late_audio(dir: &Path, name: &str, offset: u32) -> std::path::PathBuf {
     let mut inputs = vec![test_picture(160, 120, "25", 1.0)];

@@ -79,8 +79,10 @@ impl VideoDecoder {
         })?;
         // The decoder itself refuses pictures larger than the limits allow (its buffers are
         // allocated before we see the frame): a few bytes of header cannot make it allocate GBs.
+        // It checks its padded size (width aligned to the SIMD stride, up to 64, and the coded
+        // height, up to 16 more), hence the margin; the exact limits are checked on every frame.
         let mut options = ffmpeg::Dictionary::new();
-        let max_pixels = u64::from(limits.max_width) * u64::from(limits.max_height);
+        let max_pixels = (u64::from(limits.max_width) + 128) * (u64::from(limits.max_height) + 128);
         options.set("max_pixels", &max_pixels.min(i32::MAX as u64).to_string());
         let decoder = ctx
             .decoder()
