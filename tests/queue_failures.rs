@@ -121,7 +121,7 @@ async fn bad_jobs_are_dead_lettered_without_retry() {
         assert_eq!(header(dl, "Vw-Delivery-Count"), "1");
         assert_eq!(header(dl, "Vw-Subject"), "video.process");
         assert_eq!(header(dl, "Vw-Stream"), STREAM);
-        assert_eq!(header(dl, "Nats-Msg-Id"), format!("dlq-{seq}"));
+        assert_eq!(header(dl, "Nats-Msg-Id"), format!("vw.dlq.{STREAM}.{seq}"));
         assert_eq!(header(dl, "Vw-Original-Msg-Id"), *name);
     }
     let bad3 = failed

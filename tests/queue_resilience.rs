@@ -150,8 +150,8 @@ async fn sigterm_lets_the_running_job_finish() {
 }
 
 /// Test 8b: SIGTERM with a short grace: the job is cancelled, its staging directory removed,
-/// the message handed back at once (Nak), exit 0 within the grace period (plus the time the
-/// cancellation takes); another worker then completes it.
+/// the job handed back at once (stored again, original terminated), exit 0 within the grace
+/// period (plus the time the cancellation takes); another worker then completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_back_a_job_that_cannot_finish_in_time() {
     let server = NatsServer::start();
@@ -179,13 +179,24 @@ async fn sigterm_hands_back_a_job_that_cannot_finish_in_time() {
     assert!(staging_dirs(&s).is_empty(), "left: {:?}", staging_dirs(&s));
     assert!(events(&js, "video.failed").await.is_empty());
 
-    // Handed back: the next worker gets it at once, not after the 30 s ack wait.
+    // Handed back as a fresh message (seq 2) and the original terminated: the next worker
+    // gets it at once, not after the 30 s ack wait, and it has not used up a delivery.
+    let copy = messages(&js, STREAM, "video.process").await;
+    assert_eq!(copy.len(), 2, "the job and its hand-back copy");
+    assert_eq!(
+        copy[1].headers.get("Vw-Origin-Seq").map(|v| v.to_string()),
+        Some("1".to_string())
+    );
     let started = Instant::now();
     let w2 = Worker::spawn("w2", &s.logs(), &base_args(&server.url(), &s.root()));
-    w2.wait_log("attempt=2}: video_worker::queue::worker: job received", T);
+    eventually(T, "the hand-back copy delivered", || async {
+        let i = consumer_info(&js, CONSUMER).await;
+        (i.delivered.stream_sequence >= 2).then_some(())
+    })
+    .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
-        "redelivered {:?} after the handover: it was not Nak'd",
+        "redelivered {:?} after the handover: it was not handed back",
         started.elapsed()
     );
     let processed = eventually(T, "video.processed", || async {
@@ -193,7 +204,14 @@ async fn sigterm_hands_back_a_job_that_cannot_finish_in_time() {
     })
     .await;
     assert_eq!(processed["worker"], "w2");
-    assert_eq!(processed["attempt"], 2);
+    assert_eq!(
+        processed["attempt"], 1,
+        "a hand-back is not a failed attempt"
+    );
+    assert_eq!(
+        processed["stream_sequence"], 1,
+        "events name the job's first sequence"
+    );
     assert_valid_output(&output, &["360p", "240p"]);
     drop(w2);
 }

@@ -9,17 +9,21 @@ use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 
+use crate::queue::redact::{self, UrlCredentials};
 use crate::queue::QueueError;
 
 /// How to reach the NATS server(s).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// Server URL(s), comma separated for a cluster (nats://, tls://).
+    /// Server URL(s), comma separated for a cluster (nats://, tls://). Credentials may be
+    /// written in the URL (`nats://user:password@host`, `nats://token@host`); they are used
+    /// for the connection and never printed.
     #[arg(
         long = "nats-url",
         env = "NATS_URL",
         value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222"
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
     )]
     pub urls: Vec<String>,
     /// User name (server `authorization { user, password }`).
@@ -94,8 +98,48 @@ impl ConnectArgs {
         }
     }
 
+    /// The URLs without their userinfo, and the first credentials found in them.
+    fn servers(&self) -> (Vec<String>, Option<UrlCredentials>) {
+        let mut creds = None;
+        let urls = self
+            .urls
+            .iter()
+            .map(|u| {
+                let (stripped, c) = redact::split_nats_url(u.trim());
+                creds = creds.take().or(c);
+                stripped
+            })
+            .collect();
+        (urls, creds)
+    }
+
+    /// Every secret the options hold, to scrub from error messages.
+    fn secrets(&self) -> Vec<String> {
+        let (_, url_creds) = self.servers();
+        let mut all: Vec<String> = [&self.password, &self.token, &self.nkey_seed]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        match url_creds {
+            Some(UrlCredentials::UserPassword { password, .. }) => all.push(password),
+            Some(UrlCredentials::Token(t)) => all.push(t),
+            None => {}
+        }
+        all
+    }
+
     async fn options(&self, events: Arc<ClientEvents>) -> Result<ConnectOptions, QueueError> {
         let mut opts = ConnectOptions::new();
+        // Flags and their env vars win over credentials written in the URL.
+        let explicit = self.user.is_some() || self.token.is_some() || self.nkey_seed.is_some();
+        match self.servers().1 {
+            Some(UrlCredentials::UserPassword { user, password }) if !explicit => {
+                opts = opts.user_and_password(user, password);
+            }
+            Some(UrlCredentials::Token(token)) if !explicit => opts = opts.token(token),
+            _ => {}
+        }
         if let Some(creds) = &self.creds {
             opts = opts.credentials_file(creds).await.map_err(|e| {
                 QueueError::Config(format!("credentials file {}: {e}", creds.display()))
@@ -138,10 +182,14 @@ impl ConnectArgs {
         let events = Arc::new(ClientEvents::default());
         let attempts = self.connect_attempts.max(1);
         let mut delay = Duration::from_secs(1);
-        let urls = self.urls.join(",");
+        let (servers, _) = self.servers();
+        // What logs and errors show: no userinfo, no query.
+        let urls = redact::urls(&servers);
+        let secrets = self.secrets();
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         for attempt in 1..=attempts {
             let opts = self.options(Arc::clone(&events)).await?;
-            match opts.connect(self.urls.as_slice()).await {
+            match opts.connect(servers.as_slice()).await {
                 Ok(client) => {
                     tracing::info!(servers = %urls, "connected to NATS");
                     return Ok((client, events));
@@ -159,11 +207,15 @@ impl ConnectArgs {
                         return Err(QueueError::Connect {
                             servers: urls,
                             kind,
-                            message: describe_connect_error(kind, &e.to_string()),
+                            message: describe_connect_error(
+                                kind,
+                                &redact::secrets(&e.to_string(), &secrets),
+                            ),
                         });
                     }
                     tracing::warn!(
-                        servers = %urls, attempt, of = attempts, error = %e,
+                        servers = %urls, attempt, of = attempts,
+                        error = %redact::secrets(&e.to_string(), &secrets),
                         retry_in = ?delay, "cannot connect to NATS yet"
                     );
                     tokio::time::sleep(delay).await;

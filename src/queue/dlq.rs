@@ -1,17 +1,16 @@
 //! Dead letters: a job that failed for good is copied to `video.dlq` (stream
 //! `VIDEO_PROCESSING_DLQ`) with its original payload and headers that say why, before it
 //! is terminated (Pitfall 6). A job whose worker died on its last delivery has nobody to
-//! copy it: the server's max-deliveries advisory is the backstop, and the original is
-//! fetched from the stream by sequence.
+//! copy it: the server's max-deliveries advisory is the backstop (`worker::backstop`), and
+//! the original is fetched from the stream by sequence.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::error::{ErrorKind, JobError};
+use crate::error::JobError;
 use crate::job::{self, FailedEvent, JobKind};
-use crate::queue::events::Publisher;
+use crate::queue::events::{self, Patience, PublishError, Publisher};
 use crate::queue::setup::Topology;
 use crate::queue::QueueError;
 
@@ -19,7 +18,10 @@ use crate::queue::QueueError;
 pub const H_ERROR_KIND: &str = "Vw-Error-Kind";
 pub const H_ERROR_MESSAGE: &str = "Vw-Error-Message";
 pub const H_STREAM: &str = "Vw-Stream";
+/// The job's stream sequence (of its first copy, when it was handed back since).
 pub const H_STREAM_SEQ: &str = "Vw-Stream-Seq";
+/// The sequence of the copy that was dead-lettered, when it differs (a hand-back copy).
+pub const H_MESSAGE_SEQ: &str = "Vw-Message-Seq";
 pub const H_SUBJECT: &str = "Vw-Subject";
 pub const H_CONSUMER: &str = "Vw-Consumer";
 pub const H_DELIVERIES: &str = "Vw-Delivery-Count";
@@ -32,7 +34,10 @@ pub struct DeadLetter<'a> {
     pub stream: &'a str,
     pub consumer: &'a str,
     pub subject: &'a str,
+    /// The job's identity: the stream sequence of its first copy.
     pub stream_seq: u64,
+    /// The sequence of the message being dead-lettered (differs after a hand-back).
+    pub message_seq: u64,
     pub deliveries: u64,
     pub max_deliver: i64,
     pub payload: &'a [u8],
@@ -50,21 +55,25 @@ fn header_value(s: &str) -> String {
     one_line.chars().take(1000).collect()
 }
 
-/// `Nats-Msg-Id`s: one failed event and one dead letter per job message, whoever sends them.
+/// `Nats-Msg-Id`s: one failed event and one dead letter per job, whoever sends them. The
+/// stream name is part of both: job streams sharing one DLQ stream do not collide.
 pub fn failed_msg_id(stream: &str, seq: u64) -> String {
-    format!("failed-{stream}-{seq}")
+    events::event_msg_id("failed", stream, seq)
 }
-pub fn dlq_msg_id(seq: u64) -> String {
-    format!("dlq-{seq}")
+pub fn dlq_msg_id(stream: &str, seq: u64) -> String {
+    events::event_msg_id("dlq", stream, seq)
 }
 
-/// Publishes `video.failed`, then the DLQ copy, both with PubAck awaited. Only when both
-/// are stored may the caller Term the message.
+/// Publishes `video.failed`, then the DLQ copy, both with PubAck awaited (each checked to
+/// be ours when the server says duplicate). Only when both are stored may the caller Term
+/// the message. `on_retry` runs before each new try of a publish.
 pub async fn fail_for_good(
     publisher: &Publisher,
     topology: &Topology,
     dl: &DeadLetter<'_>,
-) -> Result<(), QueueError> {
+    patience: Patience,
+    on_retry: &(dyn Fn() + Send + Sync),
+) -> Result<(), PublishError> {
     let payload_json: Option<serde_json::Value> = serde_json::from_slice(dl.payload).ok();
     let user_id = payload_json
         .as_ref()
@@ -85,11 +94,18 @@ pub async fn fail_for_good(
         worker: dl.worker.to_string(),
         failed_at_unix: job::unix_now(),
     };
+    let failed_subject = topology.failed_subject();
+    let is_ours = |m: &async_nats::jetstream::message::StreamMessage| {
+        events::same_job_event(m, &failed_subject, event.video_id.as_deref(), dl.stream_seq)
+    };
     publisher
-        .stored_json(
-            &topology.failed_subject(),
+        .stored_json_event(
+            &failed_subject,
             &failed_msg_id(dl.stream, dl.stream_seq),
             &event,
+            patience,
+            on_retry,
+            &is_ours,
         )
         .await?;
 
@@ -98,6 +114,9 @@ pub async fn fail_for_good(
     h.insert(H_ERROR_MESSAGE, header_value(&dl.error.message).as_str());
     h.insert(H_STREAM, dl.stream);
     h.insert(H_STREAM_SEQ, dl.stream_seq.to_string().as_str());
+    if dl.message_seq != dl.stream_seq {
+        h.insert(H_MESSAGE_SEQ, dl.message_seq.to_string().as_str());
+    }
     h.insert(H_SUBJECT, dl.subject);
     h.insert(H_CONSUMER, dl.consumer);
     h.insert(H_DELIVERIES, dl.deliveries.to_string().as_str());
@@ -105,12 +124,24 @@ pub async fn fail_for_good(
     if let Some(id) = &dl.original_msg_id {
         h.insert(H_ORIGINAL_MSG_ID, header_value(id).as_str());
     }
+    let dlq_subject = topology.dlq_subject();
+    let header = |m: &async_nats::jetstream::message::StreamMessage, name: &str| {
+        m.headers.get(name).map(|v| v.to_string())
+    };
+    let is_ours = |m: &async_nats::jetstream::message::StreamMessage| {
+        m.subject.as_str() == dlq_subject
+            && header(m, H_STREAM).as_deref() == Some(dl.stream)
+            && header(m, H_STREAM_SEQ) == Some(dl.stream_seq.to_string())
+    };
     publisher
-        .stored(
-            &topology.dlq_subject(),
-            &dlq_msg_id(dl.stream_seq),
+        .stored_event(
+            &dlq_subject,
+            &dlq_msg_id(dl.stream, dl.stream_seq),
             Some(h),
             Bytes::copy_from_slice(dl.payload),
+            patience,
+            on_retry,
+            &is_ours,
         )
         .await?;
     Ok(())
@@ -118,11 +149,11 @@ pub async fn fail_for_good(
 
 /// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>` payload (the fields used).
 #[derive(Debug, Deserialize)]
-struct MaxDeliveries {
-    stream: String,
-    consumer: String,
-    stream_seq: u64,
-    deliveries: u64,
+pub struct MaxDeliveries {
+    pub stream: String,
+    pub consumer: String,
+    pub stream_seq: u64,
+    pub deliveries: u64,
 }
 
 pub fn advisory_subject(stream: &str, consumer: &str) -> String {
@@ -145,92 +176,4 @@ pub async fn subscribe_max_deliveries(
         .map_err(QueueError::nats(
             "subscribing to the max-deliveries advisory",
         ))
-}
-
-/// Handles the max-deliveries advisories of one consumer until the connection closes or
-/// `stop` fires. Every worker listens; the `Nats-Msg-Id`s make their copies one.
-pub async fn watch_max_deliveries(
-    mut sub: async_nats::Subscriber,
-    publisher: Publisher,
-    topology: std::sync::Arc<Topology>,
-    kind: JobKind,
-    max_deliver: i64,
-    worker: String,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), QueueError> {
-    loop {
-        let msg = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-            m = sub.next() => match m {
-                Some(m) => m,
-                None => return Ok(()),
-            },
-        };
-        let adv: MaxDeliveries = match serde_json::from_slice(&msg.payload) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable max-deliveries advisory");
-                continue;
-            }
-        };
-        tracing::warn!(
-            stream = %adv.stream, consumer = %adv.consumer, seq = adv.stream_seq,
-            deliveries = adv.deliveries,
-            "job reached max deliveries without an outcome (its worker died?): dead-lettering it"
-        );
-        if let Err(e) =
-            dead_letter_by_sequence(&publisher, &topology, kind, &adv, max_deliver, &worker).await
-        {
-            tracing::error!(seq = adv.stream_seq, error = %e, "dead-lettering from the advisory failed");
-        }
-    }
-}
-
-async fn dead_letter_by_sequence(
-    publisher: &Publisher,
-    topology: &Topology,
-    kind: JobKind,
-    adv: &MaxDeliveries,
-    max_deliver: i64,
-    worker: &str,
-) -> Result<(), QueueError> {
-    let stream = publisher
-        .js
-        .get_stream_no_info(&adv.stream)
-        .await
-        .map_err(QueueError::nats("reading the job stream"))?;
-    let original = stream
-        .get_raw_message(adv.stream_seq)
-        .await
-        .map_err(QueueError::nats("fetching the job by sequence"))?;
-    let error = JobError::new(
-        ErrorKind::Internal,
-        format!(
-            "delivered {} times without an outcome: the worker processing it stopped \
-             (crash, out-of-memory kill?)",
-            adv.deliveries
-        ),
-    );
-    let original_msg_id = original
-        .headers
-        .get(async_nats::header::NATS_MESSAGE_ID)
-        .map(|v| v.to_string());
-    fail_for_good(
-        publisher,
-        topology,
-        &DeadLetter {
-            kind,
-            stream: &adv.stream,
-            consumer: &adv.consumer,
-            subject: original.subject.as_str(),
-            stream_seq: adv.stream_seq,
-            deliveries: adv.deliveries,
-            max_deliver,
-            payload: &original.payload,
-            original_msg_id,
-            error: &error,
-            worker,
-        },
-    )
-    .await
 }

@@ -6,13 +6,15 @@
 //! - [`events`]: `video.processed` / `video.failed` (stored, PubAck awaited) and progress events;
 //! - [`dlq`]: dead-letter copies and the max-deliveries advisory backstop;
 //! - [`callback`]: the optional `callback_url` POST (allowlist, timeout, retries);
-//! - [`submit`]: `video-worker submit` (dedupe by video_id, `--wait`);
+//! - [`submit`]: `video-worker submit` (dedupe by `<kind>:<video_id>`, `--wait`);
+//! - [`redact`]: secrets out of URLs before they are logged or shown;
 //! - [`status`]: `video-worker streams`.
 
 pub mod callback;
 pub mod connect;
 pub mod dlq;
 pub mod events;
+pub mod redact;
 pub mod setup;
 pub mod status;
 pub mod submit;
@@ -40,9 +42,20 @@ pub enum QueueError {
     /// An existing stream or consumer differs from ours and `--fail-on-drift` was given.
     #[error("existing JetStream config differs ({} field(s)): {}", .0.len(), .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))]
     Drift(Vec<Drift>),
-    /// A stored publish got no PubAck (after retries).
-    #[error("publishing to {subject}: {message}")]
-    Publish { subject: String, message: String },
+    /// A stored publish got no PubAck (after retries, or at once when it cannot succeed).
+    #[error(transparent)]
+    Publish(#[from] events::PublishError),
+    /// `submit`: the msg-id was already used, within the duplicate window, by a different job.
+    #[error(
+        "msg-id {msg_id:?} is already stored at sequence {sequence} with a different job (subject \
+         {stored_subject}): this job was NOT stored; wait for the duplicate window to pass or \
+         give another --msg-id"
+    )]
+    DuplicateId {
+        msg_id: String,
+        sequence: u64,
+        stored_subject: String,
+    },
     /// Any other NATS request.
     #[error("{0}")]
     Nats(String),

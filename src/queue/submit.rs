@@ -1,6 +1,9 @@
-//! `video-worker submit`: publishes a job with `Nats-Msg-Id` = video_id (a second submit
-//! within the duplicate window is stored once), awaits the PubAck, and with `--wait`
-//! follows that job to its `video.processed` / `video.failed` event, showing progress.
+//! `video-worker submit`: publishes a job with `Nats-Msg-Id` = `<kind>:<video_id>` (a second
+//! submit of the same job within the duplicate window is stored once; a thumbnail and a
+//! process job of one video are two jobs), awaits the PubAck, and with `--wait` follows that
+//! job to its `video.processed` / `video.failed` event, showing progress. A duplicate PubAck
+//! is checked: when the message stored under the id is a different job (another subject or
+//! payload), the submit fails instead of reporting someone else's job as ours.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -13,7 +16,7 @@ use serde_json::Value;
 
 use crate::job::{self, FailedEvent, JobKind, JobRequest, ProcessedEvent, ProgressEvent};
 use crate::queue::connect::ConnectArgs;
-use crate::queue::events::Publisher;
+use crate::queue::events::{self, Publisher};
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
 
@@ -53,6 +56,10 @@ pub struct SubmitArgs {
     pub gop_seconds: Option<f64>,
     #[arg(long)]
     pub preset: Option<String>,
+    /// `Nats-Msg-Id` of the job (default `<kind>:<video_id>`): a second submit with the same
+    /// id within the duplicate window is not stored again.
+    #[arg(long)]
+    pub msg_id: Option<String>,
     /// Wait for the job's outcome; exit 0 only on success.
     #[arg(long)]
     pub wait: bool,
@@ -150,6 +157,47 @@ fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>), QueueError> {
     Ok((video_id, bytes))
 }
 
+/// `--msg-id`, or `<kind>:<video_id>`. The worker's reserved namespace is refused.
+fn msg_id(args: &SubmitArgs, video_id: &str) -> Result<String, QueueError> {
+    let id = match &args.msg_id {
+        Some(id) => id.trim().to_string(),
+        None => format!("{}:{video_id}", args.kind),
+    };
+    if id.is_empty() || id.starts_with(events::RESERVED_PREFIX) {
+        return Err(QueueError::Config(format!(
+            "--msg-id {id:?}: empty, or in the worker's reserved namespace {:?}",
+            events::RESERVED_PREFIX
+        )));
+    }
+    Ok(id)
+}
+
+/// A duplicate PubAck: the job stored under `msg_id` must be this one.
+async fn check_duplicate(
+    publisher: &Publisher,
+    ack: &async_nats::jetstream::publish::PublishAck,
+    msg_id: &str,
+    subject: &str,
+    payload: &[u8],
+) -> Result<(), QueueError> {
+    let stored = publisher
+        .js
+        .get_stream_no_info(&ack.stream)
+        .await
+        .map_err(QueueError::nats("opening the stream"))?
+        .get_raw_message(ack.sequence)
+        .await
+        .map_err(QueueError::nats("reading the stored duplicate"))?;
+    if stored.subject.as_str() != subject || stored.payload.as_ref() != payload {
+        return Err(QueueError::DuplicateId {
+            msg_id: msg_id.to_string(),
+            sequence: ack.sequence,
+            stored_subject: stored.subject.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Publishes the job and, with `--wait`, follows it. `on_progress` sees each progress event.
 pub async fn submit(
     args: &SubmitArgs,
@@ -173,9 +221,14 @@ pub async fn submit(
         .await
         .map_err(QueueError::nats("subscribing to progress"))?;
     let subject = topology.job_subject(args.kind);
+    let msg_id = msg_id(args, &video_id)?;
+    let payload = bytes::Bytes::from(bytes);
     let ack = publisher
-        .stored(&subject, &video_id, None, bytes.into())
+        .stored(&subject, &msg_id, None, payload.clone())
         .await?;
+    if ack.duplicate {
+        check_duplicate(&publisher, &ack, &msg_id, &subject, &payload).await?;
+    }
     let mut report = SubmitReport {
         video_id: video_id.clone(),
         subject,

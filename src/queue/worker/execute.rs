@@ -1,0 +1,336 @@
+//! One job, from payload to `video.processed` event: parse and validate (off the async
+//! threads: path checks touch the filesystem), reuse a finished output, else run the media
+//! work through [`run_media`], the one place it is started.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::lane::Heartbeat;
+use super::outcome::Delivery;
+use super::{seconds, Shared, WorkerArgs};
+use crate::error::JobError;
+use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
+use crate::ladder::Quality;
+use crate::media::{self, Limits, ProgressTick, TranscodeRequest};
+
+/// What a successful job hands to the success path.
+pub(super) struct Success {
+    pub event: ProcessedEvent,
+    pub callback_url: Option<String>,
+}
+
+/// Runs blocking filesystem work (path resolution, manifest reads, stat) on tokio's
+/// blocking pool: a hung NFS mount must not stall the async threads that send every job's
+/// in-progress acks.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(JobError::internal(format!("blocking task failed: {e}"))))
+}
+
+fn limits(args: &WorkerArgs) -> Limits {
+    Limits {
+        max_width: args.max_width,
+        max_height: args.max_height,
+        max_duration: args.max_duration,
+        slowest_preset: args.max_preset,
+    }
+}
+
+/// The event of a job of `kind`, before its result is known.
+fn base_event(shared: &Shared, job: &Job, kind: JobKind, d: &Delivery) -> ProcessedEvent {
+    ProcessedEvent {
+        video_id: job.video_id.clone(),
+        job: kind,
+        status: "completed".into(),
+        user_id: job.user_id.clone(),
+        output_path: None,
+        master_playlist: None,
+        thumbnail: None,
+        result: Value::Null,
+        reused_output: false,
+        fingerprint: None,
+        metadata: job.metadata.clone(),
+        attempt: d.attempt,
+        stream_sequence: d.origin_seq,
+        worker: shared.worker.clone(),
+        completed_at_unix: 0,
+    }
+}
+
+fn describe_output(event: &mut ProcessedEvent, req: &TranscodeRequest) {
+    event.output_path = Some(req.output_dir.clone());
+    event.master_playlist = Some(req.output_dir.join(media::hls::playlist::MASTER));
+    event.thumbnail = Some(req.output_dir.join(media::thumbnail::FILE_NAME));
+    event.fingerprint = req.fingerprint.clone();
+}
+
+/// Parses a payload off the async threads.
+async fn parse(shared: &Arc<Shared>, kind: JobKind, payload: &[u8]) -> Result<Job, JobError> {
+    let shared = Arc::clone(shared);
+    let payload = payload.to_vec();
+    blocking(move || Job::parse(kind, &payload, &shared.policy)).await
+}
+
+/// The request of a process job and, when its output is already complete for the same
+/// request, the result stored with it.
+async fn request_and_finished(
+    shared: &Arc<Shared>,
+    job: &Job,
+) -> Result<(TranscodeRequest, Option<Value>), JobError> {
+    let shared = Arc::clone(shared);
+    let job = job.clone();
+    blocking(move || {
+        let req = transcode_request(&shared.args, &job, limits(&shared.args))?;
+        let finished = finished_output(&req);
+        Ok((req, finished))
+    })
+    .await
+}
+
+/// Parses, validates and runs one job; never panics on bad input.
+pub(super) async fn execute(
+    shared: &Arc<Shared>,
+    kind: JobKind,
+    payload: &[u8],
+    d: &Delivery,
+    heartbeat: &Arc<Heartbeat>,
+) -> Result<Success, JobError> {
+    let job = parse(shared, kind, payload).await?;
+    tracing::info!(video_id = %job.video_id, source = %job.source.display(), "job valid");
+    let mut event = base_event(shared, &job, kind, d);
+    let limits = limits(&shared.args);
+    let work = match kind {
+        JobKind::Process => {
+            let (req, finished) = request_and_finished(shared, &job).await?;
+            describe_output(&mut event, &req);
+            if let Some(result) = finished {
+                tracing::info!("output already complete for this request: not transcoding again");
+                event.reused_output = true;
+                event.result = result;
+                None
+            } else {
+                Some(MediaWork::Transcode(req))
+            }
+        }
+        JobKind::Thumbnail => {
+            event.output_path = Some(job.output.clone());
+            Some(MediaWork::Thumbnail {
+                source: job.source.clone(),
+                output: job.output.clone(),
+                time: job.thumbnail_time,
+                limits,
+            })
+        }
+        JobKind::Metadata => Some(MediaWork::Probe {
+            source: job.source.clone(),
+            limits,
+        }),
+    };
+    if let Some(work) = work {
+        let result = with_progress(shared, &job, d.attempt, heartbeat, work).await?;
+        if let MediaResult::Thumbnail(t) = &result {
+            event.thumbnail = Some(t.path.clone());
+        }
+        event.result = result.to_json()?;
+    }
+    event.completed_at_unix = job::unix_now();
+    Ok(Success {
+        event,
+        callback_url: job.callback_url,
+    })
+}
+
+/// The `video.processed` event of a job whose output is already complete (the worker that
+/// made it died before recording it), or None. Only process jobs leave a manifest to check.
+pub(super) async fn finished_event(
+    shared: &Arc<Shared>,
+    kind: JobKind,
+    payload: &[u8],
+    d: &Delivery,
+) -> Option<ProcessedEvent> {
+    if kind != JobKind::Process {
+        return None;
+    }
+    let job = parse(shared, kind, payload).await.ok()?;
+    let (req, finished) = request_and_finished(shared, &job).await.ok()?;
+    let mut event = base_event(shared, &job, kind, d);
+    describe_output(&mut event, &req);
+    event.reused_output = true;
+    event.result = finished?;
+    event.completed_at_unix = job::unix_now();
+    Some(event)
+}
+
+fn transcode_request(
+    args: &WorkerArgs,
+    job: &Job,
+    limits: Limits,
+) -> Result<TranscodeRequest, JobError> {
+    let mut req = TranscodeRequest::new(&job.source, &job.output)?;
+    req.qualities = job.qualities.clone();
+    if req.qualities.is_empty() {
+        req.qualities = Quality::parse_list(crate::ladder::DEFAULT_QUALITIES)?;
+    }
+    req.thumbnail_time = job.thumbnail_time;
+    req.segment_seconds = job.segment_seconds.unwrap_or(args.segment_seconds);
+    req.gop_seconds = job.gop_seconds.unwrap_or(args.gop_seconds);
+    req.preset = job.preset.clone().unwrap_or_else(|| args.preset.clone());
+    req.threads = if args.threads > 0 {
+        args.threads
+    } else {
+        (num_cpus::get() / args.jobs.max(1)).max(1)
+    };
+    req.limits = limits;
+    req.video_id = Some(job.video_id.clone());
+    req.fingerprint = Some(media::manifest::fingerprint(&req)?);
+    Ok(req)
+}
+
+/// The manifest's `result` when `req.output_dir` holds a complete output made for the same
+/// request (same fingerprint): a redelivered job whose ack was lost. Blocking (reads files).
+fn finished_output(req: &TranscodeRequest) -> Option<Value> {
+    let outcome =
+        media::manifest::Manifest::finished(&req.output_dir, req.fingerprint.as_deref()?)?;
+    serde_json::to_value(outcome).ok()
+}
+
+/// What the media side is asked to do for one job.
+pub(crate) enum MediaWork {
+    Transcode(TranscodeRequest),
+    Thumbnail {
+        source: PathBuf,
+        output: PathBuf,
+        time: f64,
+        limits: Limits,
+    },
+    Probe {
+        source: PathBuf,
+        limits: Limits,
+    },
+}
+
+/// What the media side gives back.
+pub(crate) enum MediaResult {
+    Transcoded(media::Outcome),
+    Thumbnail(media::thumbnail::ThumbnailOutcome),
+    Probed(media::SourceInfo),
+}
+
+impl MediaResult {
+    fn to_json(&self) -> Result<Value, JobError> {
+        let v = match self {
+            MediaResult::Transcoded(o) => serde_json::to_value(o),
+            MediaResult::Thumbnail(t) => serde_json::to_value(t),
+            MediaResult::Probed(i) => serde_json::to_value(i),
+        };
+        v.map_err(|e| JobError::internal(format!("serialising the result: {e}")))
+    }
+}
+
+/// Starts the media work of one job and awaits it: the one place where it is started.
+/// Today it runs on an OS thread of this process (never on a tokio worker); `progress` is
+/// called from that thread, must not block, and is what keeps the message in progress.
+pub(crate) async fn run_media(
+    work: MediaWork,
+    cancel: Arc<AtomicBool>,
+    progress: impl Fn(&ProgressTick) + Send + 'static,
+) -> Result<MediaResult, JobError> {
+    match work {
+        MediaWork::Transcode(req) => {
+            on_thread("transcode", move || {
+                media::transcode(&req, &cancel, &progress).map(MediaResult::Transcoded)
+            })
+            .await
+        }
+        MediaWork::Thumbnail {
+            source,
+            output,
+            time,
+            limits,
+        } => {
+            on_thread("thumbnail", move || {
+                media::thumbnail::thumbnail_only(&source, &output, time, &limits, &cancel)
+                    .map(MediaResult::Thumbnail)
+            })
+            .await
+        }
+        MediaWork::Probe { source, limits } => {
+            on_thread("probe", move || {
+                media::probe(&source, &limits).map(MediaResult::Probed)
+            })
+            .await
+        }
+    }
+}
+
+/// Runs blocking media work on its own OS thread (never on a tokio worker) and awaits it.
+async fn on_thread<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("job-{name}"))
+        .spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .unwrap_or_else(|_| Err(JobError::internal(format!("{name} panicked"))));
+            let _ = tx.send(r);
+        })
+        .map_err(|e| JobError::internal(format!("starting the {name} thread: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(JobError::internal(format!("{name} thread vanished"))))
+}
+
+/// The media work with its progress: every tick beats the heartbeat (which keeps the
+/// message in progress), and goes out as a progress event at most once per
+/// `--progress-interval` (a full channel drops a tick, never blocks the media thread).
+async fn with_progress(
+    shared: &Arc<Shared>,
+    job: &Job,
+    attempt: u64,
+    heartbeat: &Arc<Heartbeat>,
+    work: MediaWork,
+) -> Result<MediaResult, JobError> {
+    let (tick_tx, mut tick_rx) = mpsc::channel::<ProgressTick>(16);
+    let beat = Arc::clone(heartbeat);
+    let media = run_media(work, Arc::clone(&shared.cancel), move |t: &ProgressTick| {
+        beat.beat();
+        let _ = tick_tx.try_send(t.clone());
+    });
+    let subject = shared.topology.progress_subject(&job.video_id);
+    let every = seconds(shared.args.progress_interval, 1.0);
+    let publisher = shared.publisher.clone();
+    let (video_id, kind) = (job.video_id.clone(), job.kind);
+    let progress = async move {
+        let mut last_sent: Option<Instant> = None;
+        while let Some(t) = tick_rx.recv().await {
+            let due = last_sent.is_none_or(|at| at.elapsed() >= every);
+            if !due {
+                continue;
+            }
+            last_sent = Some(Instant::now());
+            let event = ProgressEvent {
+                video_id: video_id.clone(),
+                job: kind,
+                stage: t.stage,
+                percent: (t.percent * 10.0).round() / 10.0,
+                frames: t.frames,
+                total_frames: t.total_frames,
+                fps: (t.fps * 10.0).round() / 10.0,
+                eta_seconds: t.eta_seconds.map(|e| e.round()),
+                attempt,
+            };
+            publisher.progress(&subject, &event).await;
+        }
+    };
+    let (result, ()) = tokio::join!(media, progress);
+    result
+}

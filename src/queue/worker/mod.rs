@@ -1,0 +1,318 @@
+//! `video-worker run`: the JetStream worker.
+//!
+//! - [`lane`]: one lane per job kind (its durable consumer and its job slots): a message is
+//!   pulled only with a free slot in hand, with a bounded wait, and the pull is dropped at
+//!   once (a prefetching consumer would hold jobs it cannot start); in-progress acks go out
+//!   while the job makes progress; a deleted consumer or stream is recreated.
+//! - [`execute`]: one job: parse and validate, reuse a finished output, run the media work
+//!   (the one function [`execute::run_media`] starts it), build the `video.processed` event.
+//! - [`outcome`]: what happens to the message, as a pure, table-tested function of the
+//!   outcome, the delivery and whether the worker is stopping.
+//! - [`settle`]: the one executor of that decision (Ack, Nak, hand-back, dead letter + Term).
+//! - [`backstop`]: the max-deliveries advisory of a job whose worker died.
+//!
+//! The outcome decides the ack:
+//! - success → `video.processed` stored → Ack (confirmed) → callback (its own retries, an
+//!   `Idempotency-Key`);
+//! - permanent error, or any error on the last allowed delivery → `video.failed` → DLQ copy
+//!   → Term;
+//! - transient error → Nak with a delay that grows per delivery;
+//! - shutdown → the job is stored again as a fresh message and the original terminated, so
+//!   that a hand-back never uses up one of the job's deliveries.
+
+mod backstop;
+mod execute;
+mod lane;
+mod outcome;
+mod settle;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::job::{JobKind, PathPolicy};
+use crate::media::{self, Limits};
+use crate::queue::callback::CallbackPolicy;
+use crate::queue::connect::ConnectArgs;
+use crate::queue::dlq;
+use crate::queue::events::Publisher;
+use crate::queue::setup::{self, Topology};
+use crate::queue::QueueError;
+
+use lane::Lane;
+use outcome::Backoff;
+
+/// `video-worker run` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub topology: Topology,
+    /// Do not create or check streams and consumers (operator-managed setups).
+    #[arg(long)]
+    pub no_setup: bool,
+    /// Exit when an existing stream or consumer differs from the expected config.
+    #[arg(long)]
+    pub fail_on_drift: bool,
+    /// Job kinds to serve (each has its own consumer), comma separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "process,thumbnail,metadata"
+    )]
+    pub kinds: Vec<JobKind>,
+    /// Concurrent transcodes (one transcode already uses every core).
+    #[arg(long, env = "VW_JOBS", default_value_t = 1)]
+    pub jobs: usize,
+    /// Concurrent thumbnail jobs.
+    #[arg(long, default_value_t = 1)]
+    pub thumbnail_jobs: usize,
+    /// Concurrent metadata jobs.
+    #[arg(long, default_value_t = 1)]
+    pub metadata_jobs: usize,
+    /// Directory that source_path and output_path must lie in (repeatable; resolved, so `..`
+    /// and symlinks cannot leave it). None: any path (a warning is logged).
+    #[arg(long = "allow-root", env = "VW_ALLOW_ROOTS", value_delimiter = ':')]
+    pub allow_roots: Vec<PathBuf>,
+    /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are cancelled and
+    /// handed back (Nak).
+    #[arg(long, env = "VW_GRACE", default_value_t = 30.0)]
+    pub grace: f64,
+    /// Longest wait of one pull request, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub pull_wait: f64,
+    /// Nak delay after the first failed delivery of a transient error, seconds; doubles per
+    /// delivery.
+    #[arg(long, default_value_t = 5.0)]
+    pub nak_delay: f64,
+    /// Longest Nak delay, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub nak_max_delay: f64,
+    /// Seconds between two progress events of one job (at least 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub progress_interval: f64,
+    /// Host (or host:port) callbacks may go to (repeatable). None: any host, but never a
+    /// link-local address (see --callback-allow-link-local).
+    #[arg(
+        long = "callback-allow-host",
+        env = "VW_CALLBACK_HOSTS",
+        value_delimiter = ','
+    )]
+    pub callback_allow_hosts: Vec<String>,
+    /// Allow callbacks to link-local addresses (169.254.0.0/16, fe80::/10: where clouds
+    /// serve instance metadata and credentials). Off: refused even when the host is listed.
+    #[arg(long)]
+    pub callback_allow_link_local: bool,
+    /// Timeout of one callback POST, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub callback_timeout: f64,
+    /// Tries of one callback POST.
+    #[arg(long, default_value_t = 3)]
+    pub callback_attempts: u32,
+    /// libx264 preset (a job's `preset` field overrides it).
+    #[arg(long, default_value = "medium")]
+    pub preset: String,
+    /// Encoder threads per transcode (default: cores / --jobs).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Segment length, seconds (a job's `segment_seconds` overrides it).
+    #[arg(long, default_value_t = media::DEFAULT_SEGMENT_SECONDS)]
+    pub segment_seconds: f64,
+    /// Keyframe interval, seconds (a job's `gop_seconds` overrides it).
+    #[arg(long, default_value_t = media::DEFAULT_GOP_SECONDS)]
+    pub gop_seconds: f64,
+    #[arg(long, default_value_t = Limits::default().max_width)]
+    pub max_width: u32,
+    #[arg(long, default_value_t = Limits::default().max_height)]
+    pub max_height: u32,
+    #[arg(long, default_value_t = Limits::default().max_duration)]
+    pub max_duration: f64,
+    /// The slowest libx264 preset a job may ask for (ultrafast … placebo).
+    #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
+    pub max_preset: &'static str,
+    /// Seconds without progress after which a job's in-progress acks stop (the server then
+    /// redelivers it after its ack wait).
+    #[arg(long, env = "VW_STALL_TIMEOUT", default_value_t = 120.0)]
+    pub stall_timeout: f64,
+    /// Seconds the last delivery of a job keeps retrying to store its outcome (event, dead
+    /// letter) while holding the message in progress: nothing retries after it.
+    #[arg(long, default_value_t = 600.0)]
+    pub record_patience: f64,
+    /// Consecutive failed recoveries of a lane's consumer (deleted, stream recreated) after
+    /// which the worker exits non-zero so that its supervisor restarts it.
+    #[arg(long, default_value_t = 10)]
+    pub recover_attempts: u32,
+    /// Name in events and logs (default: <hostname>-<pid>).
+    #[arg(long)]
+    pub worker_name: Option<String>,
+}
+
+/// What every job task shares.
+struct Shared {
+    publisher: Publisher,
+    topology: Arc<Topology>,
+    /// Where jobs may read and write.
+    policy: PathPolicy,
+    args: WorkerArgs,
+    /// Where callbacks may go, and how patiently.
+    callback: CallbackPolicy,
+    /// Name in events and logs.
+    worker: String,
+    /// Set after the grace period: running transcodes stop with a Cancelled error.
+    cancel: Arc<AtomicBool>,
+    /// True once shutdown began: nothing new starts, cancelled jobs are handed back.
+    stopping: watch::Receiver<bool>,
+    /// Nak delays of transient failures.
+    backoff: Backoff,
+    /// A lane that cannot recover its consumer reports here; the worker then stops and
+    /// exits non-zero.
+    fatal: mpsc::Sender<QueueError>,
+}
+
+fn seconds(s: f64, min: f64) -> Duration {
+    Duration::from_secs_f64(s.max(min).min(86_400.0))
+}
+
+/// Runs the worker until `shutdown` resolves (or a lane cannot recover its consumer), then
+/// drains: no new pulls, running jobs get `--grace` seconds, the rest are cancelled and
+/// handed back. Returns after every job task ended.
+pub async fn run(
+    args: WorkerArgs,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), QueueError> {
+    if args.kinds.is_empty() {
+        return Err(QueueError::Config("--kinds is empty".into()));
+    }
+    let policy =
+        PathPolicy::new(&args.allow_roots).map_err(|e| QueueError::Config(e.to_string()))?;
+    if policy.roots.is_empty() {
+        tracing::warn!("no --allow-root given: jobs may read and write any path");
+    }
+    if args.callback_allow_hosts.is_empty() {
+        tracing::warn!(
+            "no --callback-allow-host given: callbacks may go to any host (never to a \
+             link-local address unless --callback-allow-link-local)"
+        );
+    }
+    media::init().map_err(|e| QueueError::Config(e.to_string()))?;
+    let (client, _events) = args.connect.connect().await?;
+    let publisher = Publisher::new(client.clone());
+    let topology = Arc::new(args.topology.clone());
+
+    if !args.no_setup {
+        let report = setup::ensure(&publisher.js, &topology, &args.kinds).await?;
+        for c in &report.created {
+            tracing::info!("created {c}");
+        }
+        for d in &report.drift {
+            tracing::warn!("config drift, left as it is: {d}");
+        }
+        if args.fail_on_drift && !report.drift.is_empty() {
+            return Err(QueueError::Drift(report.drift));
+        }
+    }
+
+    let mut lanes = Vec::new();
+    for &kind in &args.kinds {
+        let capacity = match kind {
+            JobKind::Process => args.jobs,
+            JobKind::Thumbnail => args.thumbnail_jobs,
+            JobKind::Metadata => args.metadata_jobs,
+        }
+        .clamp(1, 1024) as u32;
+        lanes.push(Arc::new(
+            Lane::open(&publisher.js, &topology, kind, capacity).await?,
+        ));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (fatal_tx, mut fatal_rx) = mpsc::channel(lanes.len().max(1));
+    let shared = Arc::new(Shared {
+        publisher: publisher.clone(),
+        topology: Arc::clone(&topology),
+        policy,
+        callback: CallbackPolicy {
+            allow_hosts: args.callback_allow_hosts.clone(),
+            allow_link_local: args.callback_allow_link_local,
+            timeout: seconds(args.callback_timeout, 0.1),
+            attempts: args.callback_attempts,
+        },
+        backoff: Backoff {
+            first: seconds(args.nak_delay, 0.0),
+            max: seconds(args.nak_max_delay, 0.0),
+        },
+        fatal: fatal_tx,
+        worker: args
+            .worker_name
+            .clone()
+            .unwrap_or_else(crate::queue::default_worker_name),
+        args,
+        cancel: Arc::new(AtomicBool::new(false)),
+        stopping: stop_rx.clone(),
+    });
+
+    let mut watchers = Vec::new();
+    for lane in &lanes {
+        // Subscribed here, before any pull (see `subscribe_max_deliveries`).
+        let sub = dlq::subscribe_max_deliveries(&publisher, &topology, lane.kind).await?;
+        watchers.push(tokio::spawn(backstop::watch(
+            sub,
+            Arc::clone(&shared),
+            lane.kind,
+            lane.max_deliver,
+        )));
+    }
+    let pullers: Vec<_> = lanes
+        .iter()
+        .map(|lane| tokio::spawn(lane::pull_loop(Arc::clone(&shared), Arc::clone(lane))))
+        .collect();
+
+    let failure = tokio::select! {
+        () = shutdown => None,
+        e = fatal_rx.recv() => e,
+    };
+    if let Some(e) = &failure {
+        tracing::error!(error = %e, "a lane cannot recover its consumer: stopping");
+    }
+    let deadline = Instant::now() + seconds(shared.args.grace, 0.0);
+    tracing::info!(grace = shared.args.grace, "shutting down: no new jobs");
+    let _ = stop_tx.send(true);
+    for p in pullers {
+        let _ = p.await;
+    }
+    // Every slot free again = every job task has ended.
+    let all_idle = async {
+        for lane in &lanes {
+            let _ = lane.slots.acquire_many(lane.capacity).await;
+        }
+    };
+    tokio::pin!(all_idle);
+    if tokio::time::timeout_at(deadline.into(), &mut all_idle)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: cancelling running jobs and handing them back");
+        shared.cancel.store(true, Ordering::Relaxed);
+        if tokio::time::timeout(Duration::from_secs(30), &mut all_idle)
+            .await
+            .is_err()
+        {
+            tracing::error!("jobs did not stop 30 s after cancellation; exiting anyway");
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    let _ = client.flush().await;
+    tracing::info!("stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
