@@ -108,6 +108,59 @@ async fn user_password_auth() {
     drop(worker);
 }
 
+/// C11: `NATS_URL=nats://user:password@host`, the form every NATS client accepts, connects
+/// (async-nats alone ignores URL userinfo), and the password shows up neither in the log
+/// nor in `run --help` nor in a connect error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_nats_url_connect_and_are_never_printed() {
+    let server = NatsServer::start_with(Some(AUTH));
+    let scratch = Scratch::new();
+    let secret_url = format!("nats://vw:s3cret-pw@127.0.0.1:{}", server.port);
+    let mut args = base_args(&secret_url, &scratch.root());
+    // The URL comes from the environment, as in a compose file.
+    let at = args.iter().position(|a| a == "--nats-url").unwrap();
+    args.drain(at..at + 2);
+    args.extend(s(&["--kinds", "metadata"]));
+    let mut w = Worker::spawn_env("w1", &scratch.logs(), &args, &[("NATS_URL", &secret_url)]);
+    w.wait_log("serving", T);
+    let (_c, js) = async {
+        let client =
+            async_nats::ConnectOptions::with_user_and_password("vw".into(), "s3cret-pw".into())
+                .connect(server.url())
+                .await
+                .unwrap();
+        (client.clone(), async_nats::jetstream::new(client))
+    }
+    .await;
+    consumer_info(&js, "VIDEO_METADATA").await;
+    w.signal(libc::SIGTERM);
+    assert!(w.wait(T).success());
+    assert!(w.log().contains("connected to NATS"), "{}", w.log());
+    assert!(!w.log().contains("s3cret-pw"), "{}", w.log());
+
+    let (status, stdout, stderr) =
+        run_cli_env(&s(&["run", "--help"]), &[("NATS_URL", &secret_url)], T);
+    assert!(status.success());
+    assert!(
+        !stdout.contains("s3cret-pw") && !stderr.contains("s3cret-pw"),
+        "{stdout}"
+    );
+
+    // A connect error names the server without its credentials.
+    let closed = format!("nats://vw:s3cret-pw@127.0.0.1:{}", server.port + 1);
+    let (status, stdout, stderr) = run_cli_env(
+        &s(&["streams", "--nats-connect-attempts", "1"]),
+        &[("NATS_URL", &closed)],
+        T,
+    );
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret-pw") && !stdout.contains("s3cret-pw"),
+        "{stderr}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers of the token, nkey and TLS tests
 // ---------------------------------------------------------------------------------------------

@@ -648,3 +648,96 @@ impl Scratch {
 /// long enough to outlive a 2 s ack wait, to be killed, or to see a server restart.
 pub const LONG_SECONDS: f64 = 16.0;
 pub const LONG_PRESET: &str = "slower";
+
+// ---------------------------------------------------------------------------------------------
+// Issue 7 (outcomes, hand-backs, credentials)
+// ---------------------------------------------------------------------------------------------
+
+impl Worker {
+    /// `spawn` with extra environment variables (e.g. `NATS_URL` with credentials).
+    pub fn spawn_env(name: &str, log_dir: &Path, args: &[String], env: &[(&str, &str)]) -> Worker {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = fs::File::create(&log).expect("worker log");
+        let mut all = args.to_vec();
+        all.extend(["--worker-name".into(), name.to_string()]);
+        let child = Command::new(worker_bin())
+            .args(&all)
+            .envs(env.iter().copied())
+            .env("VW_LOG", "info,async_nats=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("start video-worker run");
+        Worker {
+            child: Some(child),
+            log,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// An HTTP endpoint that reads each request's head, reports it, and never answers (a hung
+/// callback receiver). Returns the URL and a receiver of the request heads.
+pub fn hanging_http_endpoint() -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/hook",
+        listener.local_addr().expect("addr").port()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let _ = tx.send(head);
+            held.push(stream);
+        }
+    });
+    (url, rx)
+}
+
+/// Takes the next message of a durable consumer with this test's own client and never acks
+/// it: a delivery used up by a "worker" that died.
+pub async fn steal_delivery(js: &jetstream::Context, consumer: &str) -> jetstream::Message {
+    use futures_util::StreamExt;
+    let c: consumer::PullConsumer = js
+        .get_stream_no_info(STREAM)
+        .await
+        .expect("stream")
+        .get_consumer(consumer)
+        .await
+        .expect("consumer");
+    let mut batch = c
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .expect("fetch");
+    batch
+        .next()
+        .await
+        .expect("a message to steal")
+        .expect("message")
+}
+
+/// Number of messages stored in `stream`.
+pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream)
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .messages
+}

@@ -148,8 +148,14 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
         drop(permit);
         let consumer = lane.consumer().cached_info().name.clone();
         tracing::warn!(consumer, error, retry_in = ?retry, "pull failed");
+        let connected =
+            shared.publisher.client.connection_state() == async_nats::connection::State::Connected;
         match recover(&shared, &lane).await {
             Ok(()) => failed_recoveries = 0,
+            // Disconnected: the client reconnects by itself; the consumer is not at fault.
+            Err(e) if !connected => {
+                tracing::warn!(consumer, error = %e, "NATS not connected: waiting to reconnect");
+            }
             Err(e) => {
                 failed_recoveries += 1;
                 tracing::error!(
