@@ -326,7 +326,8 @@ async fn duplicate_submit_is_stored_once() {
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|v| v.to_string())
             .as_deref(),
-        Some("dup-1")
+        Some("process:dup-1"),
+        "msg-id <kind>:<video_id>"
     );
 }
 

@@ -45,10 +45,11 @@ pub enum QueueError {
     /// A stored publish got no PubAck (after retries, or at once when it cannot succeed).
     #[error(transparent)]
     Publish(#[from] events::PublishError),
-    /// `submit`: the msg-id was already used, within the duplicate window, by a different job.
+    /// `submit`: the msg-id was already used, within the duplicate window, by a job of another
+    /// kind.
     #[error(
-        "msg-id {msg_id:?} is already stored at sequence {sequence} with a different job (subject \
-         {stored_subject}): this job was NOT stored; wait for the duplicate window to pass or \
+        "msg-id {msg_id:?} is already stored at sequence {sequence} for a job on \
+         {stored_subject}: this job was NOT stored; wait for the duplicate window to pass or \
          give another --msg-id"
     )]
     DuplicateId {

@@ -2,8 +2,8 @@
 //! submit of the same job within the duplicate window is stored once; a thumbnail and a
 //! process job of one video are two jobs), awaits the PubAck, and with `--wait` follows that
 //! job to its `video.processed` / `video.failed` event, showing progress. A duplicate PubAck
-//! is checked: when the message stored under the id is a different job (another subject or
-//! payload), the submit fails instead of reporting someone else's job as ours.
+//! is checked: when the message stored under the id is a job of another kind (another
+//! subject), the submit fails instead of reporting someone else's job as ours.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -188,7 +188,15 @@ async fn check_duplicate(
         .get_raw_message(ack.sequence)
         .await
         .map_err(QueueError::nats("reading the stored duplicate"))?;
-    if stored.subject.as_str() != subject || stored.payload.as_ref() != payload {
+    if stored.payload.as_ref() != payload && stored.subject.as_str() == subject {
+        // The same job kind and id within the window: the first submit is the one kept.
+        tracing::warn!(
+            msg_id,
+            sequence = ack.sequence,
+            "a job with this msg-id is already stored with other parameters: kept as it is"
+        );
+    }
+    if stored.subject.as_str() != subject {
         return Err(QueueError::DuplicateId {
             msg_id: msg_id.to_string(),
             sequence: ack.sequence,
@@ -319,14 +327,15 @@ async fn follow(
                 let subject = m.subject.as_str();
                 if subject == processed_subject {
                     if let Ok(ev) = serde_json::from_slice::<ProcessedEvent>(&m.payload) {
-                        if ev.stream_sequence == sequence {
+                        if ev.stream_sequence == sequence && ev.video_id == report.video_id {
                             report.processed = Some(ev);
                             return Ok(());
                         }
                     }
                 } else if subject == failed_subject {
                     if let Ok(ev) = serde_json::from_slice::<FailedEvent>(&m.payload) {
-                        if ev.stream_sequence == sequence {
+                        let same_video = ev.video_id.as_deref().is_none_or(|v| v == report.video_id);
+                        if ev.stream_sequence == sequence && same_video {
                             report.failed = Some(ev);
                             return Ok(());
                         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::outcome::Delivery;
-use super::settle::{original_msg_id, HandBackMark};
+use super::settle::{self, original_msg_id};
 use super::{execute, seconds, Shared};
 use crate::error::{ErrorKind, JobError};
 use crate::job::JobKind;
@@ -87,7 +87,13 @@ async fn record(
         .get_raw_message(adv.stream_seq)
         .await
         .map_err(QueueError::nats("fetching the job by sequence"))?;
-    let mark = HandBackMark::read(&original.headers).unwrap_or_default();
+    let mark = settle::trusted_mark(
+        &shared.publisher,
+        &adv.stream,
+        Some(&original.headers),
+        &original.payload,
+    )
+    .await;
     let d = Delivery {
         seq: adv.stream_seq,
         origin_seq: mark.origin_seq.unwrap_or(adv.stream_seq),

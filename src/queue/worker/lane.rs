@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::Instrument;
 
 use super::outcome::{self, Delivery, Outcome};
-use super::settle::{self, HandBackMark};
+use super::settle;
 use super::{execute, seconds, Shared};
 use crate::job::JobKind;
 use crate::queue::setup::{self, Topology};
@@ -279,13 +279,19 @@ impl KeepAlive {
 
 /// The delivery as the worker counts it: the server's count for this message, plus what
 /// a hand-back copy carries in its headers.
-fn delivery(msg: &jetstream::Message, max_deliver: i64) -> Result<Delivery, String> {
+async fn delivery(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    max_deliver: i64,
+) -> Result<Delivery, String> {
     let info = msg.info().map_err(|e| e.to_string())?;
-    let mark = msg
-        .headers
-        .as_ref()
-        .and_then(HandBackMark::read)
-        .unwrap_or_default();
+    let mark = settle::trusted_mark(
+        &shared.publisher,
+        info.stream,
+        msg.headers.as_ref(),
+        &msg.payload,
+    )
+    .await;
     Ok(Delivery {
         seq: info.stream_sequence,
         origin_seq: mark.origin_seq.unwrap_or(info.stream_sequence),
@@ -302,7 +308,7 @@ async fn handle(
     msg: jetstream::Message,
     _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let d = match delivery(&msg, lane.max_deliver) {
+    let d = match delivery(&shared, &msg, lane.max_deliver).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, subject = %msg.subject, "message without JetStream metadata; ignored");

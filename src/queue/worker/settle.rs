@@ -61,6 +61,34 @@ impl HandBackMark {
     }
 }
 
+/// The hand-back mark of a message, if it is one we can trust: headers can be written by
+/// any producer, so the job's first copy is read back and must carry the same payload
+/// (otherwise a producer could make its job's events claim another job's sequence).
+pub(super) async fn trusted_mark(
+    publisher: &crate::queue::events::Publisher,
+    stream: &str,
+    headers: Option<&HeaderMap>,
+    payload: &[u8],
+) -> HandBackMark {
+    let Some(mark) = headers.and_then(HandBackMark::read) else {
+        return HandBackMark::default();
+    };
+    let origin = match publisher.js.get_stream_no_info(stream).await {
+        Ok(s) => s.get_raw_message(mark.origin_seq.unwrap_or(0)).await.ok(),
+        Err(_) => None,
+    };
+    match origin {
+        Some(m) if m.payload.as_ref() == payload => mark,
+        _ => {
+            tracing::warn!(
+                origin_seq = ?mark.origin_seq,
+                "hand-back headers that do not match the job they name: ignored"
+            );
+            HandBackMark::default()
+        }
+    }
+}
+
 /// The producer's msg-id of the job's first copy.
 pub(super) fn original_msg_id(headers: Option<&HeaderMap>) -> Option<String> {
     let h = headers?;
