@@ -110,12 +110,18 @@ async fn recover(shared: &Shared, lane: &Lane) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// How often an idle lane checks that its consumer still exists.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(30);
+
 /// Pulls one message at a time, only with a free slot in hand.
 pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
     let mut stop = shared.stopping.clone();
     let wait = seconds(shared.args.pull_wait, 0.5);
     let mut retry = Duration::from_millis(500);
     let mut failed_recoveries = 0u32;
+    // After a failed pull, until a pull or a check shows the consumer is there again.
+    let mut suspect = false;
+    let mut last_check = Instant::now();
     loop {
         if *stop.borrow() {
             return;
@@ -134,17 +140,29 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
         let error = match pulled {
             Ok(Ok(Some(msg))) => {
                 retry = Duration::from_millis(500);
-                failed_recoveries = 0;
+                (failed_recoveries, suspect) = (0, false);
                 tokio::spawn(handle(Arc::clone(&shared), Arc::clone(&lane), msg, permit));
                 continue;
             }
+            // An empty pull. nats-server 2.9 answers a pull on a deleted consumer with
+            // nothing rather than an error, so the consumer's existence is checked after a
+            // failure and every HEALTH_CHECK_EVERY.
+            Ok(Ok(None)) if !suspect && last_check.elapsed() < HEALTH_CHECK_EVERY => continue,
             Ok(Ok(None)) => {
-                failed_recoveries = 0;
-                continue;
+                last_check = Instant::now();
+                match get_consumer(&shared.publisher.js, &shared.topology, lane.kind).await {
+                    Ok(c) => {
+                        lane.replace_consumer(c);
+                        (failed_recoveries, suspect) = (0, false);
+                        continue;
+                    }
+                    Err(e) => e.to_string(),
+                }
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "pull timed out".to_string(),
         };
+        suspect = true;
         drop(permit);
         let consumer = lane.consumer().cached_info().name.clone();
         tracing::warn!(consumer, error, retry_in = ?retry, "pull failed");
