@@ -496,8 +496,9 @@ async fn a_dead_letter_waits_for_a_missing_dlq_stream() {
         events(&js, "video.failed").await.pop()
     })
     .await;
-    // Longer than the ack wait: the message is kept in progress meanwhile.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Longer than the ack wait (the message is kept in progress meanwhile) and than the
+    // ~15 s an ordinary publish retries.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let info = consumer_info(&js, "VIDEO_METADATA").await;
     assert_eq!(
         info.num_ack_pending, 1,

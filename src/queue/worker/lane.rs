@@ -154,6 +154,7 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
                     Ok(c) => {
                         lane.replace_consumer(c);
                         (failed_recoveries, suspect) = (0, false);
+                        retry = Duration::from_millis(500);
                         continue;
                     }
                     Err(e) => e.to_string(),
