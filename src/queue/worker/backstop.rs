@@ -47,25 +47,42 @@ pub(super) async fn watch(
             deliveries = adv.deliveries,
             "job reached max deliveries without an outcome: recording one"
         );
-        // Retried for minutes: nothing else will ever record this job.
-        let patience = seconds(shared.args.record_patience, 1.0);
-        let mut delay = Duration::from_secs(1);
-        let started = std::time::Instant::now();
-        loop {
-            match record(&shared, kind, &adv, max_deliver).await {
-                Ok(()) => break,
-                Err(e) if started.elapsed() + delay < patience => {
-                    tracing::error!(seq = adv.stream_seq, error = %e, retry_in = ?delay, "backstop could not record the job's outcome");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
+        // Each job on its own task: one that cannot be recorded yet does not hold up the
+        // advisories of others.
+        tokio::spawn(record_patiently(
+            Arc::clone(&shared),
+            kind,
+            adv,
+            max_deliver,
+        ));
+    }
+}
+
+/// Records the job's outcome, retried for `--record-patience`: nothing else ever will.
+async fn record_patiently(
+    shared: Arc<Shared>,
+    kind: JobKind,
+    adv: MaxDeliveries,
+    max_deliver: i64,
+) {
+    let mut stop = shared.stopping.clone();
+    let patience = seconds(shared.args.record_patience, 1.0);
+    let mut delay = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    loop {
+        match record(&shared, kind, &adv, max_deliver).await {
+            Ok(()) => return,
+            Err(e) if started.elapsed() + delay < patience => {
+                tracing::error!(seq = adv.stream_seq, error = %e, retry_in = ?delay, "backstop could not record the job's outcome");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                Err(e) => {
-                    tracing::error!(seq = adv.stream_seq, error = %e, "backstop gave up: the job has no recorded outcome");
-                    break;
-                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(seq = adv.stream_seq, error = %e, "backstop gave up: the job has no recorded outcome");
+                return;
             }
         }
     }
