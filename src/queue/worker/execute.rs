@@ -1,19 +1,19 @@
 //! One job, from payload to `video.processed` event: parse and validate (off the async
 //! threads: path checks touch the filesystem), reuse a finished output, else run the media
-//! work through [`run_media`], the one place it is started.
+//! work through [`run_media`], the one place it is started (in a job process).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::lane::Heartbeat;
 use super::outcome::Delivery;
 use super::{seconds, Shared, WorkerArgs};
 use crate::error::JobError;
+use crate::isolation::{self, ChildEvent, ChildResult, MediaJob};
 use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
 use crate::ladder::Quality;
 use crate::media::{self, Limits, ProgressTick, TranscodeRequest};
@@ -117,29 +117,26 @@ pub(super) async fn execute(
                 event.result = result;
                 None
             } else {
-                Some(MediaWork::Transcode(req))
+                Some(MediaJob::transcode(&req))
             }
         }
         JobKind::Thumbnail => {
             event.output_path = Some(job.output.clone());
-            Some(MediaWork::Thumbnail {
-                source: job.source.clone(),
-                output: job.output.clone(),
-                time: job.thumbnail_time,
-                limits,
-            })
+            Some(MediaJob::thumbnail(
+                &job.source,
+                &job.output,
+                job.thumbnail_time,
+                &limits,
+            ))
         }
-        JobKind::Metadata => Some(MediaWork::Probe {
-            source: job.source.clone(),
-            limits,
-        }),
+        JobKind::Metadata => Some(MediaJob::probe(&job.source, &limits)),
     };
     if let Some(work) = work {
         let result = with_progress(shared, &job, d.attempt, heartbeat, work).await?;
-        if let MediaResult::Thumbnail(t) = &result {
-            event.thumbnail = Some(t.path.clone());
+        event.result = result.to_value();
+        if let ChildResult::Thumbnail(t) = &result {
+            event.thumbnail = t.get("path").and_then(|p| p.as_str()).map(PathBuf::from);
         }
-        event.result = result.to_json()?;
     }
     event.completed_at_unix = job::unix_now();
     Ok(Success {
@@ -202,91 +199,30 @@ fn finished_output(req: &TranscodeRequest) -> Option<Value> {
     serde_json::to_value(outcome).ok()
 }
 
-/// What the media side is asked to do for one job.
-pub(crate) enum MediaWork {
-    Transcode(TranscodeRequest),
-    Thumbnail {
-        source: PathBuf,
-        output: PathBuf,
-        time: f64,
-        limits: Limits,
-    },
-    Probe {
-        source: PathBuf,
-        limits: Limits,
-    },
-}
-
-/// What the media side gives back.
-pub(crate) enum MediaResult {
-    Transcoded(media::Outcome),
-    Thumbnail(media::thumbnail::ThumbnailOutcome),
-    Probed(media::SourceInfo),
-}
-
-impl MediaResult {
-    fn to_json(&self) -> Result<Value, JobError> {
-        let v = match self {
-            MediaResult::Transcoded(o) => serde_json::to_value(o),
-            MediaResult::Thumbnail(t) => serde_json::to_value(t),
-            MediaResult::Probed(i) => serde_json::to_value(i),
-        };
-        v.map_err(|e| JobError::internal(format!("serialising the result: {e}")))
-    }
-}
-
-/// Starts the media work of one job and awaits it: the one place where it is started.
-/// Today it runs on an OS thread of this process (never on a tokio worker); `progress` is
-/// called from that thread, must not block, and is what keeps the message in progress.
+/// Starts the media work of one job and awaits it: the one place where it is started. It
+/// runs in a job process of this binary (`isolation`): a crash, an out-of-memory end or a
+/// stall there ends this job with a typed error, not the worker. `on_progress` is called
+/// for each progress line of the job process (never while it is stuck) and must not block.
 pub(crate) async fn run_media(
-    work: MediaWork,
-    cancel: Arc<AtomicBool>,
-    progress: impl Fn(&ProgressTick) + Send + 'static,
-) -> Result<MediaResult, JobError> {
-    match work {
-        MediaWork::Transcode(req) => {
-            on_thread("transcode", move || {
-                media::transcode(&req, &cancel, &progress).map(MediaResult::Transcoded)
-            })
-            .await
-        }
-        MediaWork::Thumbnail {
-            source,
-            output,
-            time,
-            limits,
-        } => {
-            on_thread("thumbnail", move || {
-                media::thumbnail::thumbnail_only(&source, &output, time, &limits, &cancel)
-                    .map(MediaResult::Thumbnail)
-            })
-            .await
-        }
-        MediaWork::Probe { source, limits } => {
-            on_thread("probe", move || {
-                media::probe(&source, &limits).map(MediaResult::Probed)
-            })
-            .await
-        }
-    }
-}
-
-/// Runs blocking media work on its own OS thread (never on a tokio worker) and awaits it.
-async fn on_thread<T: Send + 'static>(
-    name: &'static str,
-    work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
-) -> Result<T, JobError> {
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name(format!("job-{name}"))
-        .spawn(move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-                .unwrap_or_else(|_| Err(JobError::internal(format!("{name} panicked"))));
-            let _ = tx.send(r);
-        })
-        .map_err(|e| JobError::internal(format!("starting the {name} thread: {e}")))?;
-    rx.await
-        .unwrap_or_else(|_| Err(JobError::internal(format!("{name} thread vanished"))))
+    shared: &Shared,
+    work: &MediaJob,
+    mut on_progress: impl FnMut(&ProgressTick),
+) -> Result<ChildResult, JobError> {
+    let mut cancel = shared.cancel.clone();
+    isolation::run(
+        work,
+        &shared.child,
+        &shared.child_limits,
+        |event| match event {
+            ChildEvent::Spawned { pid } => tracing::debug!(pid, "job process started"),
+            ChildEvent::Ready => {}
+            ChildEvent::Progress(t) => on_progress(&t),
+        },
+        async move {
+            let _ = cancel.wait_for(|c| *c).await;
+        },
+    )
+    .await
 }
 
 /// The media work with its progress: every tick beats the heartbeat (which keeps the
@@ -297,14 +233,20 @@ async fn with_progress(
     job: &Job,
     attempt: u64,
     heartbeat: &Arc<Heartbeat>,
-    work: MediaWork,
-) -> Result<MediaResult, JobError> {
+    work: MediaJob,
+) -> Result<ChildResult, JobError> {
     let (tick_tx, mut tick_rx) = mpsc::channel::<ProgressTick>(16);
     let beat = Arc::clone(heartbeat);
-    let media = run_media(work, Arc::clone(&shared.cancel), move |t: &ProgressTick| {
-        beat.beat();
-        let _ = tick_tx.try_send(t.clone());
-    });
+    let media = async move {
+        let r = run_media(shared, &work, |t: &ProgressTick| {
+            beat.beat();
+            let _ = tick_tx.try_send(t.clone());
+        })
+        .await;
+        // The progress loop ends when the sender is gone.
+        drop(tick_tx);
+        r
+    };
     let subject = shared.topology.progress_subject(&job.video_id);
     let every = seconds(shared.args.progress_interval, 1.0);
     let publisher = shared.publisher.clone();

@@ -296,6 +296,15 @@ impl KeepAlive {
     }
 }
 
+/// How long without progress before in-progress acks stop: the job process's stall limit
+/// (it is killed then). A limit of 0 (off) still stops the acks after an hour.
+fn stall_window(stall_seconds: u64) -> Duration {
+    match stall_seconds {
+        0 => Duration::from_secs(3600),
+        s => Duration::from_secs(s),
+    }
+}
+
 /// The delivery as the worker counts it: the server's count for this message, plus what
 /// a hand-back copy carries in its headers.
 async fn delivery(
@@ -357,7 +366,7 @@ async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Messa
         Arc::clone(&msg),
         lane.ack_wait / 3,
         Arc::clone(&heartbeat),
-        seconds(shared.args.stall_timeout, 1.0),
+        stall_window(shared.args.child_limits.job_stall_seconds),
     );
     let started = Instant::now();
     let job = settle::JobMessage {

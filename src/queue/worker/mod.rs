@@ -28,12 +28,12 @@ mod settle;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::isolation::{ChildCommand, ChildLimits, ChildLimitsArgs};
 use crate::job::{JobKind, PathPolicy};
 use crate::media::{self, Limits};
 use crate::queue::callback::CallbackPolicy;
@@ -136,10 +136,10 @@ pub struct WorkerArgs {
     /// The slowest libx264 preset a job may ask for (ultrafast … placebo).
     #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
     pub max_preset: &'static str,
-    /// Seconds without progress after which a job's in-progress acks stop (the server then
-    /// redelivers it after its ack wait).
-    #[arg(long, env = "VW_STALL_TIMEOUT", default_value_t = 120.0)]
-    pub stall_timeout: f64,
+    /// Limits of each job's process. `--job-stall-seconds` also ends the job's in-progress
+    /// acks: they go out only while the job makes progress.
+    #[command(flatten)]
+    pub child_limits: ChildLimitsArgs,
     /// Seconds the last delivery of a job keeps retrying to store its outcome (event, dead
     /// letter) while holding the message in progress: nothing retries after it.
     #[arg(long, default_value_t = 600.0)]
@@ -164,8 +164,12 @@ struct Shared {
     callback: CallbackPolicy,
     /// Name in events and logs.
     worker: String,
-    /// Set after the grace period: running transcodes stop with a Cancelled error.
-    cancel: Arc<AtomicBool>,
+    /// True after the grace period: running jobs' processes are told to stop (they end with
+    /// a Cancelled error).
+    cancel: watch::Receiver<bool>,
+    /// How a job process is started, and its limits.
+    child: ChildCommand,
+    child_limits: ChildLimits,
     /// True once shutdown began: nothing new starts, cancelled jobs are handed back.
     stopping: watch::Receiver<bool>,
     /// Nak delays of transient failures.
@@ -231,6 +235,8 @@ pub async fn run(
         ));
     }
 
+    let child = ChildCommand::current_exe().map_err(|e| QueueError::Config(e.to_string()))?;
+    let (cancel_tx, cancel_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fatal_tx, mut fatal_rx) = mpsc::channel(lanes.len().max(1));
     let shared = Arc::new(Shared {
@@ -252,8 +258,10 @@ pub async fn run(
             .worker_name
             .clone()
             .unwrap_or_else(crate::queue::default_worker_name),
+        child_limits: args.child_limits.limits(),
         args,
-        cancel: Arc::new(AtomicBool::new(false)),
+        cancel: cancel_rx,
+        child,
         stopping: stop_rx.clone(),
     });
 
@@ -298,7 +306,7 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("grace period over: cancelling running jobs and handing them back");
-        shared.cancel.store(true, Ordering::Relaxed);
+        let _ = cancel_tx.send(true);
         if tokio::time::timeout(Duration::from_secs(30), &mut all_idle)
             .await
             .is_err()
