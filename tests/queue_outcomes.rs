@@ -248,11 +248,13 @@ async fn backstop_records_a_finished_output_as_processed() {
     drop(w2);
 }
 
-/// C6: a job whose `metadata` makes its `video.processed` event larger than the server's
-/// 1 MiB max_payload: the publish error is permanent (not retried as transient, never the
-/// "worker died" backstop), and the event is stored without the metadata echo.
+/// C6: a job of almost 1 MiB (the server's max_payload) whose `metadata` would make every
+/// event larger than the server accepts. It is refused at once as `invalid_request` (payloads
+/// are bounded at parse), dead-lettered on its first delivery (the copy without the payload,
+/// which no longer fits beside the dead letter's headers), and terminated: never retried as
+/// transient, never the "worker died" backstop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_too_large_for_the_server_is_stored_without_the_metadata_echo() {
+async fn a_job_too_large_to_echo_is_refused_once_and_dead_lettered() {
     let server = NatsServer::start();
     let sc = Scratch::new();
     let source = sc.uploads().join("in.mp4");
@@ -272,28 +274,33 @@ async fn an_event_too_large_for_the_server_is_stored_without_the_metadata_echo()
     .await;
     let job = serde_json::json!({
         "video_id": "big-1", "source_path": source,
-        // The job fits in the server's 1 MiB max_payload; its event, which adds the probe
-        // result to the metadata echo, does not.
         "metadata": { "blob": "x".repeat(1024 * 1024 - 300) }
     });
     let bytes = job.to_string().into_bytes();
     assert!(bytes.len() + 100 < 1024 * 1024);
-    publish_job(&js, "video.metadata", "big-1", bytes).await;
-    let processed = eventually(T, "video.processed", || async {
-        events(&js, "video.processed").await.pop()
+    let seq = publish_job(&js, "video.metadata", "big-1", bytes).await;
+    let failed = eventually(T, "video.failed", || async {
+        events(&js, "video.failed").await.pop()
     })
     .await;
-    assert_eq!(processed["video_id"], "big-1");
-    assert!(processed.get("metadata").is_none(), "metadata echo dropped");
-    assert_eq!(processed["result"]["video"]["width"], 320);
-    assert_eq!(processed["attempt"], 1, "not retried");
-    let info = eventually(T, "acked", || async {
+    assert_eq!(failed["kind"], "invalid_request", "{failed}");
+    assert_eq!(failed["video_id"], "big-1");
+    assert_eq!(failed["attempt"], 1, "not retried");
+    let dl = eventually(T, "the dead letter", || async {
+        messages(&js, DLQ, "video.dlq").await.pop()
+    })
+    .await;
+    let header = |name: &str| dl.headers.get(name).map(|v| v.to_string());
+    assert_eq!(header("Vw-Stream-Seq"), Some(seq.to_string()));
+    assert!(header("Vw-Payload-Omitted").is_some(), "{:?}", dl.headers);
+    let info = eventually(T, "terminated", || async {
         let i = consumer_info(&js, "VIDEO_METADATA").await;
         (i.num_ack_pending == 0).then_some(i)
     })
     .await;
     assert_eq!(info.delivered.consumer_sequence, 1, "one delivery");
-    assert_no_failure(&js, "").await;
+    assert!(events(&js, "video.processed").await.is_empty());
+    assert_eq!(events(&js, "video.failed").await.len(), 1, "{}", w.log());
     drop(w);
 }
 

@@ -27,6 +27,8 @@ pub const H_CONSUMER: &str = "Vw-Consumer";
 pub const H_DELIVERIES: &str = "Vw-Delivery-Count";
 pub const H_ORIGINAL_MSG_ID: &str = "Vw-Original-Msg-Id";
 pub const H_WORKER: &str = "Vw-Worker";
+/// Set (to the payload's size in bytes) when the job's payload did not fit in the dead letter.
+pub const H_PAYLOAD_OMITTED: &str = "Vw-Payload-Omitted";
 
 /// Everything a dead letter and its failed event say about one job message.
 pub struct DeadLetter<'a> {
@@ -133,18 +135,40 @@ pub async fn fail_for_good(
             && header(m, H_STREAM).as_deref() == Some(dl.stream)
             && header(m, H_STREAM_SEQ) == Some(dl.stream_seq.to_string())
     };
-    publisher
+    let msg_id = dlq_msg_id(dl.stream, dl.stream_seq);
+    let stored = publisher
         .stored_event(
             &dlq_subject,
-            &dlq_msg_id(dl.stream, dl.stream_seq),
-            Some(h),
+            &msg_id,
+            Some(h.clone()),
             Bytes::copy_from_slice(dl.payload),
             patience,
             on_retry,
             &is_ours,
         )
-        .await?;
-    Ok(())
+        .await;
+    match stored {
+        // A payload near the server's max_payload does not fit with the dead letter's
+        // headers, ever: the copy goes without it. The original stays in the job stream at
+        // Vw-Stream-Seq (until the stream's max age).
+        Err(e) if e.is_too_large() => {
+            tracing::warn!(error = %e, "dead letter stored without the job's payload");
+            h.insert(H_PAYLOAD_OMITTED, dl.payload.len().to_string().as_str());
+            publisher
+                .stored_event(
+                    &dlq_subject,
+                    &msg_id,
+                    Some(h),
+                    Bytes::new(),
+                    patience,
+                    on_retry,
+                    &is_ours,
+                )
+                .await?;
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>` payload (the fields used).

@@ -72,6 +72,10 @@ async fn record_patiently(
     loop {
         match record(&shared, kind, &adv, max_deliver).await {
             Ok(()) => return,
+            Err(QueueError::Publish(e)) if e.is_permanent() => {
+                tracing::error!(seq = adv.stream_seq, error = %e, "backstop cannot record the job's outcome, ever");
+                return;
+            }
             Err(e) if started.elapsed() + delay < patience => {
                 tracing::error!(seq = adv.stream_seq, error = %e, retry_in = ?delay, "backstop could not record the job's outcome");
                 tokio::select! {

@@ -219,6 +219,11 @@ impl JobMessage<'_> {
                 );
                 match self.dead_letter(&error).await {
                     Ok(()) => AckKind::Term,
+                    // Retrying cannot help (and a redelivery would only repeat this).
+                    Err(e) if e.is_permanent() => {
+                        tracing::error!(error = %e, "dead letter cannot be stored; job terminated");
+                        AckKind::Term
+                    }
                     Err(e) => {
                         // Not stored: keep the job. Its next delivery tries again; after the
                         // last one the max-deliveries advisory brings it to the backstop.
