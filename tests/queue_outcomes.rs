@@ -573,3 +573,55 @@ async fn forged_hand_back_headers_cannot_borrow_another_jobs_identity() {
     assert_eq!(seq_of("forger"), Some(forged.into()), "{}", w.log());
     drop(w);
 }
+
+/// A job whose process stops making progress (SIGSTOP: the media work frozen mid-way) no
+/// longer holds its message: the in-progress acks stop, the job process is killed as
+/// `stalled`, the job is retried with a delay, and the same worker completes it on its
+/// second delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_job_process_is_retried_and_the_worker_survives() {
+    let server = NatsServer::start();
+    let sc = Scratch::new();
+    let source = sc.uploads().join("long.mp4");
+    make_video(&source, 640, 360, LONG_SECONDS);
+    let output = sc.hls().join("stall-1");
+    let mut job = job("stall-1", &source, &output, &["360p", "240p"]);
+    job["preset"] = LONG_PRESET.into();
+    let (w, _args, _c, js) = serving(
+        &server,
+        &sc,
+        &[
+            "--kinds",
+            "process",
+            "--ack-wait",
+            "2",
+            "--job-stall-seconds",
+            "3",
+        ],
+    )
+    .await;
+    publish_job(
+        &js,
+        "video.process",
+        "stall-1",
+        job.to_string().into_bytes(),
+    )
+    .await;
+    let child = eventually(T, "the job process", || async {
+        child_pids(w.pid()).first().copied()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SAFETY: kill(2) on the worker's child process; no memory is involved.
+    assert_eq!(unsafe { libc::kill(child, libc::SIGSTOP) }, 0);
+    let processed = eventually(T, "video.processed", || async {
+        events(&js, "video.processed").await.pop()
+    })
+    .await;
+    assert_eq!(processed["worker"], "w1");
+    assert_eq!(processed["attempt"], 2, "{}", w.log());
+    assert!(w.log().contains("stalled"), "{}", w.log());
+    assert_no_failure(&js, &w.log()).await;
+    assert_valid_output(&output, &["360p", "240p"]);
+    drop(w);
+}

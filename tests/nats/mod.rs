@@ -741,3 +741,23 @@ pub async fn stream_len(js: &jetstream::Context, stream: &str) -> u64 {
         .state
         .messages
 }
+
+/// Pids of the live children of `parent` (the worker's job processes), from /proc.
+pub fn child_pids(parent: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces.
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
