@@ -1,4 +1,4 @@
-//! The JetStream topology the worker creates, checked on the server (Pitfalls 1 and 2), and
+//! The JetStream topology the worker creates, checked on the server (create-or-update consumers, fields 2.9 drops), and
 //! drift in an operator's existing config reported field by field, never silently changed;
 //! plus idempotent redelivery (the manifest fingerprint).
 
@@ -66,7 +66,10 @@ async fn worker_creates_the_specified_topology() {
     ] {
         let c = consumer_info(&js, name).await.config;
         assert_eq!(c.durable_name.as_deref(), Some(name));
-        assert_eq!(c.filter_subject, filter, "{name}: filtered (Pitfall 2)");
+        assert_eq!(
+            c.filter_subject, filter,
+            "{name}: filtered (2.9 drops filter_subjects)"
+        );
         assert!(c.filter_subjects.is_empty());
         assert_eq!(c.deliver_policy, DeliverPolicy::All);
         assert_eq!(c.ack_policy, AckPolicy::Explicit);

@@ -168,7 +168,8 @@ impl ConnectArgs {
             .name(&self.name)
             .connection_timeout(timeout)
             .max_reconnects(None)
-            // Big enough for a burst of advisories and events; drops are logged (Pitfall 8).
+            // Big enough for a burst of advisories and events; the client drops messages when
+            // a subscription's buffer is full, and each drop is logged.
             .subscription_capacity(4096)
             .event_callback(move |event| {
                 let events = Arc::clone(&events);

@@ -1,6 +1,7 @@
 //! Dead letters: a job that failed for good is copied to `video.dlq` (stream
 //! `VIDEO_PROCESSING_DLQ`) with its original payload and headers that say why, before it
-//! is terminated (Pitfall 6). A job whose worker died on its last delivery has nobody to
+//! is terminated (Term counts as an ack, so the server would never dead-letter it
+//! itself). A job whose worker died on its last delivery has nobody to
 //! copy it: the server's max-deliveries advisory is the backstop (`worker::backstop`), and
 //! the original is fetched from the stream by sequence.
 

@@ -1,8 +1,8 @@
 //! The JetStream topology: stream `VIDEO_PROCESSING`, dead-letter stream
 //! `VIDEO_PROCESSING_DLQ` and the durable pull consumers, created with their full config
 //! when missing. An existing one is never updated: its config is compared field by field
-//! with ours and every difference is reported (Pitfall 1: `create_consumer` is
-//! create-or-update, and `get_or_create_*` compare nothing).
+//! with ours and every difference is reported (`create_consumer` is create-or-update, and
+//! async-nats' `get_or_create_*` compare nothing).
 
 use std::time::Duration;
 
@@ -174,7 +174,8 @@ impl Topology {
             ack_policy: AckPolicy::Explicit,
             ack_wait: secs(self.ack_wait),
             max_deliver: self.max_deliver,
-            // Singular: 2.9 silently drops `filter_subjects` (Pitfall 2).
+            // Singular: nats-server 2.9 silently drops the plural `filter_subjects`, which
+            // would leave the consumer unfiltered.
             filter_subject: self.job_subject(kind),
             replay_policy: ReplayPolicy::Instant,
             backoff: self.backoff.iter().map(|&s| secs(s)).collect(),
@@ -358,7 +359,7 @@ pub async fn ensure_consumer(
         }
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             // Full config on creation; whatever the server did with it is compared below
-            // (2.9 drops fields it does not know: Pitfall 2).
+            // (nats-server 2.9 drops fields it does not know).
             let mut c = stream
                 .create_consumer(want.clone())
                 .await

@@ -81,7 +81,7 @@ pub struct WorkerArgs {
     #[arg(long = "allow-root", env = "VW_ALLOW_ROOTS", value_delimiter = ':')]
     pub allow_roots: Vec<PathBuf>,
     /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are cancelled and
-    /// handed back (Nak).
+    /// handed back (stored again as a fresh message, so no delivery is used up).
     #[arg(long, env = "VW_GRACE", default_value_t = 30.0)]
     pub grace: f64,
     /// Longest wait of one pull request, seconds.
