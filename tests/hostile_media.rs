@@ -560,3 +560,96 @@ fn cancel_stops_a_job_while_it_fills_a_timestamp_gap() {
     assert!(fs::symlink_metadata(&out).is_err(), "nothing published");
     common::assert_no_staging_left(tmp.path());
 }
+
+/// The fuzz driver's finds (seed 0x766964656f2d7731, see tests/fuzz_corpus/): MPEG-TS files in
+/// which one decoded picture has no timestamp.
+const UNTIMED_PICTURE_CASES: [&str; 5] = [
+    "hang-766964656f2d7731-15.ts",
+    "hang-766964656f2d7731-304.ts",
+    "hang-766964656f2d7731-465.ts",
+    "hang-766964656f2d7731-510.ts",
+    "hang-766964656f2d7731-549.ts",
+];
+
+#[test]
+fn pictures_without_a_timestamp_end_the_job_in_bounded_time() {
+    use std::os::unix::process::ExitStatusExt;
+    // Each once ran without end (the picture reached the `fps` filter untimed and was repeated
+    // forever, ~16 MB/s more memory); each now takes well under a second.
+    const LIMIT: Duration = Duration::from_secs(20);
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus");
+    for name in UNTIMED_PICTURE_CASES {
+        let tmp = scratch_dir();
+        let out = tmp.path().join("out");
+        let (stdout_path, stderr_path) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_video-worker"))
+            .arg("transcode")
+            .arg(corpus.join(name))
+            .arg(&out)
+            .arg("--json")
+            .args(QUICK)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn video-worker");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll video-worker") {
+                break status;
+            }
+            if started.elapsed() > LIMIT {
+                // Only the child this test started.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}: still running after {LIMIT:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+        let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+        let what = format!(
+            "{name}: {status:?} after {:.1?}\n{stdout}\n{stderr}",
+            started.elapsed()
+        );
+        assert_eq!(status.signal(), None, "{what}");
+        assert!(!stderr.contains("panicked"), "{what}");
+        let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
+        match status.code() {
+            Some(0) => assert!(v.get("error").is_none(), "{what}"),
+            Some(1) => {
+                let kind = v["error"]["kind"].as_str().unwrap_or_default();
+                assert!(!kind.is_empty() && kind != "internal", "{what}");
+                assert!(fs::symlink_metadata(&out).is_err(), "{what}");
+            }
+            _ => panic!("exit status neither 0 nor 1: {what}"),
+        }
+        common::assert_no_staging_left(tmp.path());
+    }
+}
+
+#[test]
+fn thumbnail_of_an_untimed_last_picture_is_timed_after_the_picture_before_it() {
+    use std::sync::atomic::AtomicBool;
+    use video_worker::media::{thumbnail, Limits};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus");
+    let cancel = AtomicBool::new(false);
+    // Their last picture (the 15th, 0.56 s after the first) has no timestamp; a thumbnail
+    // asked for past the end is that picture. It was reported as taken at 0 s.
+    for name in [
+        "hang-766964656f2d7731-304.ts",
+        "hang-766964656f2d7731-549.ts",
+    ] {
+        let tmp = scratch_dir();
+        let done = thumbnail::thumbnail_only(
+            &corpus.join(name),
+            &tmp.path().join("thumb"),
+            10.0,
+            &Limits::default(),
+            &cancel,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        common::assert_close(done.time, 0.56, 0.005, name);
+        assert!(done.bytes > 0, "{name}: {done:?}");
+    }
+}

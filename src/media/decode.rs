@@ -17,7 +17,7 @@ use ffmpeg_next as ffmpeg;
 
 use crate::error::{ErrorKind, JobError, Result};
 use crate::media::audio::AudioChain;
-use crate::media::demux::{Reader, VideoDecoder};
+use crate::media::demux::{ticks_per_frame, Reader, VideoDecoder};
 use crate::media::graph::{self, VideoParams};
 use crate::media::probe::SourceInfo;
 use crate::media::rendition::{RenditionResult, SourceFrame};
@@ -198,47 +198,45 @@ impl<'a> DecodeLoop<'a> {
     }
 
     fn receive_video(&mut self, video: &mut VideoDecoder) -> Result<()> {
-        while let Some(f) = video.receive()? {
-            self.on_video_frame(f, video.time_base)?;
+        while let Some((f, ts)) = video.receive()? {
+            self.on_video_frame(f, ts, video.time_base)?;
         }
         Ok(())
     }
 
-    fn on_video_frame(&mut self, mut f: frame::Video, vtb: Rational) -> Result<()> {
+    /// `ts` is the frame's timestamp (source time base), already set as its pts.
+    fn on_video_frame(&mut self, f: frame::Video, ts: i64, vtb: Rational) -> Result<()> {
         self.check_cancel()?;
         self.frames_decoded += 1;
-        let ts = f.timestamp().or(f.pts());
-        let close_at = ts.or(self.end_pts);
-        if let Some(ts) = ts {
-            let t = ts as f64 * f64::from(vtb) - self.info.video.start_time;
-            if t > self.req.limits.max_duration {
-                return Err(JobError::limit_exceeded(format!(
-                    "video runs past the limit of {:.0} s",
-                    self.req.limits.max_duration
-                )));
-            }
-            // The video's start counts as a frame: a first picture an hour in is a gap too.
-            let latest = self.latest.unwrap_or(0.0);
-            if t - latest > MAX_GAP_SECONDS {
-                return Err(JobError::invalid_media(format!(
-                    "{}: the video's timestamps jump by {:.1} s at {latest:.2} s (more than \
-                     {MAX_GAP_SECONDS:.0} s without a frame)",
-                    self.info.path.display(),
-                    t - latest
-                )));
-            }
-            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
-            // One nominal frame past the last timestamp (per-frame durations are not
-            // exposed the same way across FFmpeg versions).
-            let step = (1.0 / (f64::from(self.fps) * f64::from(vtb)))
-                .round()
-                .max(1.0) as i64;
-            self.end_pts = Some(self.end_pts.unwrap_or(i64::MIN).max(ts + step));
+        let t = ts as f64 * f64::from(vtb) - self.info.video.start_time;
+        if t > self.req.limits.max_duration {
+            return Err(JobError::limit_exceeded(format!(
+                "video runs past the limit of {:.0} s",
+                self.req.limits.max_duration
+            )));
         }
-        f.set_pts(ts);
+        // The video's start counts as a frame: a first picture an hour in is a gap too.
+        let latest = self.latest.unwrap_or(0.0);
+        if t - latest > MAX_GAP_SECONDS {
+            return Err(JobError::invalid_media(format!(
+                "{}: the video's timestamps jump by {:.1} s at {latest:.2} s (more than \
+                 {MAX_GAP_SECONDS:.0} s without a frame)",
+                self.info.path.display(),
+                t - latest
+            )));
+        }
+        self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
+        // One nominal frame past the last timestamp (per-frame durations are not
+        // exposed the same way across FFmpeg versions).
+        let step = ticks_per_frame(self.fps, vtb);
+        self.end_pts = Some(
+            self.end_pts
+                .unwrap_or(i64::MIN)
+                .max(ts.saturating_add(step)),
+        );
         let params = VideoParams::of(&f, vtb);
         if self.graph.as_ref().map(|(_, p)| *p) != Some(params) {
-            self.rebuild_graph(params, close_at)?;
+            self.rebuild_graph(params, Some(ts))?;
         }
         if let Some(mut src) = self.graph.as_mut().and_then(|(g, _)| g.get("in")) {
             src.source()
@@ -302,8 +300,44 @@ impl<'a> DecodeLoop<'a> {
             if !got {
                 return Ok(());
             }
+            self.check_output(&out)?;
             self.emit(Arc::new(out))?;
         }
+    }
+
+    /// The filter graph is trusted no further than its input: every frame it gives back is
+    /// checked against the limits its input was checked against before it costs an encode
+    /// ([`Self::emit`] then checks cancellation, per frame). A filter that misreads a
+    /// timestamp then ends the job in bounded time and memory instead of emitting frames
+    /// without end: `fps` computes `pts - start` without an overflow check, so an
+    /// AV_NOPTS_VALUE (or a pts near i64::MIN) on a source that starts after 0 becomes a time
+    /// far ahead, which it fills with copies of the last picture. Both the frame's place in
+    /// the output (its number) and the time its own pts gives (`fps` outputs at 1/fps) count.
+    fn check_output(&self, out: &frame::Video) -> Result<()> {
+        let frame = 1.0 / f64::from(self.fps);
+        let at = self.video_seconds();
+        let stamped = out
+            .pts()
+            .map(|pts| pts as f64 * frame - self.info.video.start_time);
+        let latest = self.latest.unwrap_or(0.0);
+        for t in std::iter::once(at).chain(stamped) {
+            // One frame of slack: the last picture lasts one frame past its timestamp.
+            if t > self.req.limits.max_duration + frame {
+                return Err(JobError::limit_exceeded(format!(
+                    "the video filter's output runs to {t:.0} s, past the limit of {:.0} s",
+                    self.req.limits.max_duration
+                )));
+            }
+            if t - latest > MAX_GAP_SECONDS {
+                return Err(JobError::invalid_media(format!(
+                    "{}: the video filter's output runs to {t:.1} s, {:.1} s past the last \
+                     decoded frame (more than {MAX_GAP_SECONDS:.0} s without a frame)",
+                    self.info.path.display(),
+                    t - latest
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Hands one output frame to every rendition, on the IDR grid when its number says so.
@@ -451,5 +485,105 @@ impl<'a> DecodeLoop<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::probe::{self, Limits};
+
+    /// The first two pictures of a 1 s 64x48 H.264 MPEG-TS made by the ffmpeg CLI (its video
+    /// starts at 1.4 s, as the muxer's default), the source's description, and the video
+    /// time base.
+    fn two_pictures(dir: &Path) -> (Vec<(frame::Video, i64)>, SourceInfo, Rational) {
+        let path = dir.join("src.ts");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=64x48:rate=25:duration=1")
+            .args(["-c:v", "libx264", "-preset", "ultrafast"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(made.success(), "ffmpeg failed");
+        let probe::Source { mut input, info } = probe::open(&path, &Limits::default()).unwrap();
+        let mut video = VideoDecoder::open(&input, info.video.index, &Limits::default()).unwrap();
+        let mut reader = Reader::default();
+        let mut pictures = Vec::new();
+        while pictures.len() < 2 {
+            let packet = reader.next(&mut input).unwrap().expect("two pictures");
+            if packet.stream() == video.index {
+                video.send(&packet).unwrap();
+                while let Some(p) = video.receive().unwrap() {
+                    pictures.push(p);
+                }
+            }
+        }
+        (pictures, info, video.time_base)
+    }
+
+    /// Feeds two pictures to the decode loop, the second one without a pts (as a picture the
+    /// decoder could not time once reached the `fps` filter), with `max_duration`. Returns what
+    /// the loop said and how many frames it handed on. Frames without end are cut off by a
+    /// cancel after ten minutes of output, so that the old behaviour fails instead of hanging.
+    fn feed_an_untimed_picture(max_duration: f64) -> (Result<()>, usize) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (pictures, info, vtb) = two_pictures(tmp.path());
+        let mut req = TranscodeRequest::new(&info.path, tmp.path().join("out")).unwrap();
+        req.limits.max_duration = max_duration;
+        let cancel = AtomicBool::new(false);
+        let (tx, rx) = crossbeam_channel::bounded::<SourceFrame>(8);
+        std::thread::scope(|scope| {
+            let counter = scope.spawn(|| {
+                let mut n = 0;
+                for _ in rx.iter() {
+                    n += 1;
+                    if n == 25 * 600 {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                n
+            });
+            let outputs = Outputs {
+                frames: vec![tx],
+                audio: None,
+                gop_frames: 50,
+                seg_frames: 150,
+            };
+            let mut decode = DecodeLoop::new(&info, &req, tmp.path(), &cancel, &|_| {}, outputs);
+            let mut r = Ok(());
+            for (i, (mut f, ts)) in pictures.into_iter().enumerate() {
+                if r.is_ok() {
+                    if i == 1 {
+                        f.set_pts(None);
+                    }
+                    r = decode.on_video_frame(f, ts, vtb);
+                }
+            }
+            decode.finish();
+            (r, counter.join().unwrap())
+        })
+    }
+
+    #[test]
+    fn filter_output_running_past_the_last_picture_by_more_than_the_gap_bound_is_invalid_media() {
+        let (r, frames) = feed_an_untimed_picture(Limits::default().max_duration);
+        let e = r.expect_err("the filter's output runs away");
+        assert_eq!(e.kind, ErrorKind::InvalidMedia, "{e}");
+        assert!(e.message.contains("filter's output"), "{e}");
+        // Up to the gap bound, at 25 fps, and not one frame more.
+        assert!(
+            frames <= 25 * MAX_GAP_SECONDS as usize + 2,
+            "{frames} frames"
+        );
+    }
+
+    #[test]
+    fn filter_output_running_past_max_duration_is_limit_exceeded() {
+        let (r, frames) = feed_an_untimed_picture(10.0);
+        let e = r.expect_err("the filter's output runs away");
+        assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+        assert!(e.message.contains("filter's output"), "{e}");
+        assert!(frames <= 25 * 10 + 2, "{frames} frames");
     }
 }

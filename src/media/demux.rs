@@ -49,7 +49,18 @@ impl Reader {
     }
 }
 
-/// The source's video decoder. Every frame it returns is within the job's size limits.
+/// One frame at `rate` in `time_base` ticks, at least 1 (1 for an unknown rate).
+pub(crate) fn ticks_per_frame(rate: Rational, time_base: Rational) -> i64 {
+    let ticks = 1.0 / (f64::from(rate) * f64::from(time_base));
+    if ticks.is_finite() {
+        (ticks.round() as i64).max(1)
+    } else {
+        1
+    }
+}
+
+/// The source's video decoder. Every frame it returns is within the job's size limits and
+/// has a timestamp.
 pub(crate) struct VideoDecoder {
     decoder: decoder::Video,
     pub index: usize,
@@ -57,6 +68,11 @@ pub(crate) struct VideoDecoder {
     limits: Limits,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Where the previous frame ended (its timestamp + its duration, stream time base): the
+    /// timestamp given to a frame that comes out of the decoder without one.
+    next_ts: i64,
+    /// One frame at the stream's nominal rate, for frames whose duration is unknown.
+    nominal_step: i64,
 }
 
 impl VideoDecoder {
@@ -91,13 +107,17 @@ impl VideoDecoder {
             .map_err(|e| {
                 JobError::unsupported_codec(format!("cannot open the video decoder: {e}"))
             })?;
+        let time_base = st.time_base();
+        let nominal_step = ticks_per_frame(ffi::guess_frame_rate(input, index), time_base);
         Ok(VideoDecoder {
             decoder,
             index,
-            time_base: st.time_base(),
+            time_base,
             limits: *limits,
             errors: 0,
             last_error: None,
+            next_ts: st.start_time().max(0),
+            nominal_step,
         })
     }
 
@@ -130,9 +150,16 @@ impl VideoDecoder {
         self.last_error = Some(e.to_string());
     }
 
-    /// The next decoded picture, `None` when the decoder needs more input. A picture over the
-    /// size limits fails the job: headers can lie, and sizes can change mid-stream.
-    pub fn receive(&mut self) -> Result<Option<frame::Video>> {
+    /// The next decoded picture and its timestamp (stream time base, also set as the frame's
+    /// pts), `None` when the decoder needs more input. A picture over the size limits fails
+    /// the job: headers can lie, and sizes can change mid-stream.
+    ///
+    /// A picture the decoder could not time (no best-effort timestamp, no pts: a damaged or
+    /// missing packet timestamp) is placed right after the previous one, as the ffmpeg CLI
+    /// does (`fftools/ffmpeg_dec.c` extrapolates from the last frame's pts and duration).
+    /// Left without one it would reach the `fps` filter as AV_NOPTS_VALUE, which the filter
+    /// turns into a huge output time and fills with copies of the last picture, forever.
+    pub fn receive(&mut self) -> Result<Option<(frame::Video, i64)>> {
         loop {
             let mut f = frame::Video::empty();
             match self.decoder.receive_frame(&mut f) {
@@ -148,7 +175,16 @@ impl VideoDecoder {
                 continue;
             }
             self.check_size(f.width(), f.height())?;
-            return Ok(Some(f));
+            let ts = f.timestamp().or(f.pts()).unwrap_or(self.next_ts);
+            let duration = f.packet().duration;
+            let step = if duration > 0 {
+                duration
+            } else {
+                self.nominal_step
+            };
+            self.next_ts = ts.saturating_add(step);
+            f.set_pts(Some(ts));
+            return Ok(Some((f, ts)));
         }
     }
 

@@ -131,12 +131,8 @@ fn decode_until(
 ) -> Result<(frame::Video, f64)> {
     let mut chosen: Option<(frame::Video, f64)> = None;
     let mut take = |video: &mut VideoDecoder| -> Result<bool> {
-        while let Some(f) = video.receive()? {
-            let t = f
-                .timestamp()
-                .or(f.pts())
-                .map(|ts| video.seconds(ts) - info.video.start_time)
-                .unwrap_or(0.0);
+        while let Some((f, ts)) = video.receive()? {
+            let t = video.seconds(ts) - info.video.start_time;
             chosen = Some((f, t.max(0.0)));
             if t >= time {
                 return Ok(true);
