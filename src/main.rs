@@ -37,8 +37,10 @@ enum Command {
     Submit(Box<SubmitArgs>),
     /// Show stream, consumer and dead-letter state.
     Streams(Box<StreamsArgs>),
-    /// Benchmark our pipeline against the CLI worker (seed-cli, ffmpeg-single) at equal quality:
-    /// table on stdout, report.json and chart.svg in --out. Exit status 3: quality parity failed.
+    /// Benchmark our pipeline against the CLI workers (seed-cli, one single ffmpeg command per
+    /// --ffmpeg, each at its faster threading) at equal quality: table on stdout, report.json and
+    /// chart.svg in --out. With --videos N --jobs K: a host's throughput (throughput.json); with
+    /// --cores 1,2: wall time under taskset (scaling.json). Exit status 3: quality parity failed.
     Bench(Box<BenchArgs>),
     /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
     /// writes JSON lines (progress, result) on stdout.

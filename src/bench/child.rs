@@ -130,8 +130,24 @@ pub struct Finished {
     pub stderr: PathBuf,
 }
 
-/// Runs `m` to completion, measuring it. A child that fails is an error naming its log.
+/// Runs `m` to completion, measuring it, with the progress line showing it. A child that
+/// fails is an error naming its log.
 pub fn run(m: Measured<'_>, progress: &mut Progress) -> Result<Finished> {
+    if !progress.tty {
+        eprintln!("{}", progress.line(&m.label, None));
+    }
+    let finished = execute(&m, progress.tty.then_some(&*progress));
+    progress.done += 1;
+    finished
+}
+
+/// Runs `m` to completion, measuring it, with no progress line: for children that run
+/// side by side (the throughput bench), whose caller reports them itself.
+pub fn run_quiet(m: Measured<'_>) -> Result<Finished> {
+    execute(&m, None)
+}
+
+fn execute(m: &Measured<'_>, progress: Option<&Progress>) -> Result<Finished> {
     let stdout = m.log.with_extension("out");
     let stderr = m.log.with_extension("log");
     let out = File::create(&stdout).with_context(|| format!("creating {}", stdout.display()))?;
@@ -141,9 +157,6 @@ pub fn run(m: Measured<'_>, progress: &mut Progress) -> Result<Finished> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
-    if !progress.tty {
-        eprintln!("{}", progress.line(&m.label, None));
-    }
     let started = Instant::now();
     let child = cmd
         .spawn()
@@ -151,8 +164,8 @@ pub fn run(m: Measured<'_>, progress: &mut Progress) -> Result<Finished> {
     let pid = child.id() as libc::pid_t;
     let running = AtomicBool::new(true);
     let waited = std::thread::scope(|s| {
-        if progress.tty {
-            let (running, progress, label) = (&running, &*progress, &m.label);
+        if let Some(progress) = progress {
+            let (running, label) = (&running, &m.label);
             s.spawn(move || {
                 while running.load(Ordering::Relaxed) {
                     progress.show(label, started.elapsed());
@@ -168,10 +181,9 @@ pub fn run(m: Measured<'_>, progress: &mut Progress) -> Result<Finished> {
     let (status, ru) = waited.with_context(|| format!("waiting for {}", m.label))?;
     // `child` was reaped by wait4 above; dropping the handle does not wait again.
     drop(child);
-    if progress.tty {
+    if let Some(progress) = progress {
         progress.show(&m.label, wall);
     }
-    progress.done += 1;
     if !status.success() {
         bail!(
             "{} failed ({status}); command: {} {}\n{}",

@@ -1,69 +1,218 @@
-//! `video-worker bench`: our pipeline side by side with the CLI worker it replaces, at equal
-//! quality, on the same source and ladder.
+//! `video-worker bench`: our pipeline side by side with the CLI workers it replaces, each at its
+//! best, at equal quality, on real footage. Three modes:
 //!
 //! ```text
-//! source (given, or synthetic: testsrc2 + sine via the ffmpeg CLI, cached in --out)
-//!   └► per run, interleaved:  seed-cli (ffmpeg per quality) · ffmpeg-single · in-process · floor
-//!        each a child process measured from outside: wall, user+sys CPU, ru_maxrss (wait4)
-//!   └► after run 1: PSNR/SSIM of every rendition against the source scaled with bicubic
-//!   └► medians, floor efficiencies, parity (in-process vs ffmpeg-single), ratios
-//!   └► table on stdout, report.json + chart.svg in --out
+//! source: --source, else the real footage in target/footage (scripts/fetch-footage.sh),
+//!         else synthetic testsrc2 + sine (smoke runs only; labelled so in every report)
+//!
+//! compare (default)  per run, interleaved: seed-cli · per --ffmpeg: single command with
+//!   (compare.rs)     ffmpeg's default threading and with our split · in-process · floor
+//!                    └► PSNR/SSIM of every contender; one peer per FFmpeg (its faster
+//!                       threading); parity and ratios against each; report.json, chart.svg
+//! --videos N --jobs K   N clips of the source, K jobs at a time: in-process (each on its share
+//!   (throughput.rs)     of the cores) against seed-cli; jobs/hour, CPU s per output minute,
+//!                       peak RSS per job; throughput.json
+//! --cores 1,2        in-process and each single command under `taskset` at each core count,
+//!   (scaling.rs)     with the thread plan at that count; scaling.json
 //! ```
 //!
-//! The floor is what no pipeline can beat: one decode plus libx264 alone encoding pre-scaled
-//! frames of each rendition, with our settings and thread counts. The bench calls the `ffmpeg`
-//! CLI for the baselines, the floor and the measurements, never for our pipeline.
+//! Every command is a child process measured from outside (wall, user+sys CPU and `ru_maxrss`
+//! from `wait4`). The bench calls the `ffmpeg` CLI for the baselines, the floor and the
+//! measurements, never for our pipeline.
 
 pub mod child;
+mod compare;
 pub mod metrics;
 pub mod pipelines;
 pub mod report;
+mod scaling;
+mod throughput;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::ladder::{Ladder, Quality};
-use crate::media::{self, Limits};
-use child::{Measured, Progress, Usage};
-use metrics::RenditionQuality;
-use pipelines::{Pipeline, Rung, Setup, Synthetic};
-use report::{FloorRun, Part, QualityRecord, Report, RunRecord};
+use crate::media::{self, Limits, SourceInfo};
+use child::{Measured, Progress};
+use pipelines::{Ffmpeg, Rung, Setup, Synthetic};
 
 /// `video-worker bench` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// Source video to benchmark on (instead of a synthetic one).
+    /// Source video to benchmark on. Default: the real footage that scripts/fetch-footage.sh
+    /// puts in target/footage, else a synthetic source (smoke runs only).
     #[arg(long, conflicts_with = "synthetic")]
     pub source: Option<PathBuf>,
-    /// Synthetic source HEIGHTp:SECONDS: testsrc2 16:9 at 25 fps with a sine track, made with
-    /// the ffmpeg CLI and cached in --out.
-    #[arg(long, default_value = "1080p:10")]
-    pub synthetic: String,
+    /// Synthetic source HEIGHTp:SECONDS (smoke runs only): testsrc2 16:9 at 25 fps with a sine
+    /// track, made with the ffmpeg CLI and cached in --out.
+    #[arg(long)]
+    pub synthetic: Option<String>,
     /// Ladder, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1080p,720p,480p")]
     pub quality: Vec<String>,
     /// libx264 preset for every pipeline.
     #[arg(long, default_value = "medium")]
     pub preset: String,
-    /// Interleaved runs of each pipeline (the table shows medians).
+    /// Interleaved runs of each contender (the tables show medians).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Working directory: source cache, outputs, logs, report.json, chart.svg.
+    /// Working directory: source cache, outputs, logs, the JSON reports, chart.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
-    /// The ffmpeg CLI for the baselines and measurements.
-    #[arg(long, default_value = "ffmpeg")]
-    pub ffmpeg: PathBuf,
+    /// An ffmpeg CLI to compare against, repeatable: each is a single-command peer; the first
+    /// also runs seed-cli, the floor and the measurements. Default: `ffmpeg` (Debian's) and
+    /// target/tools/ffmpeg7 when setup installed it.
+    #[arg(long)]
+    pub ffmpeg: Vec<PathBuf>,
+    /// Throughput mode: N different clips of the source through each pipeline, --jobs at a
+    /// time.
+    #[arg(long, conflicts_with = "cores")]
+    pub videos: Option<usize>,
+    /// Throughput mode: concurrent jobs, comma separated to compare several (1,2,4).
+    #[arg(long, value_delimiter = ',', default_value = "2", requires = "videos")]
+    pub jobs: Vec<usize>,
+    /// Throughput mode: length of each clip (default: the source split in --videos parts,
+    /// 2 to 10 s each).
+    #[arg(long, requires = "videos")]
+    pub clip_seconds: Option<f64>,
+    /// Scaling mode: core counts to run at (under taskset), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Vec<usize>,
 }
 
 /// The parity verdict of a finished bench (the caller turns it into an exit status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parity {
     Passed,
-    /// The report was written, without speed ratios.
+    /// The report was written, without the ratios that parity did not allow.
     Failed,
+}
+
+/// What the source is, as every report labels it.
+#[derive(Debug, Clone, PartialEq)]
+enum SourceKind {
+    /// Real footage with its credit line (licence and origin).
+    Footage(String),
+    /// A file given with --source.
+    Given,
+    Synthetic(Synthetic),
+}
+
+impl SourceKind {
+    fn describe(&self) -> String {
+        match self {
+            SourceKind::Footage(credit) => format!("real footage: {credit}"),
+            SourceKind::Given => "given source".into(),
+            SourceKind::Synthetic(s) => format!(
+                "synthetic testsrc2 {}p {} s (smoke only: test patterns encode unlike footage)",
+                s.height, s.seconds
+            ),
+        }
+    }
+}
+
+/// What every mode starts from: the FFmpegs, the source, the logs.
+struct Common {
+    ffmpegs: Vec<Ffmpeg>,
+    source: PathBuf,
+    kind: SourceKind,
+    info: SourceInfo,
+    duration: f64,
+    logs: PathBuf,
+    exe: PathBuf,
+}
+
+impl Common {
+    /// The first `--ffmpeg`: seed-cli, the floor, measurements, clips.
+    fn ffmpeg(&self) -> &Path {
+        &self.ffmpegs[0].path
+    }
+
+    /// The ladder for this source and the command lines' settings, with the thread plan our
+    /// pipeline makes for `budget` encoder threads.
+    fn setup(&self, args: &BenchArgs, budget: usize) -> Result<Setup> {
+        plan_setup(args, self.ffmpeg(), &self.source, &self.info, budget)
+    }
+
+    /// The ladder's names as `transcode --quality` takes them.
+    fn qualities(&self, args: &BenchArgs, setup: &Setup) -> Vec<String> {
+        let names: Vec<String> = setup.rungs.iter().map(|r| r.name.clone()).collect();
+        // A fallback rendition at the source's own size ("180p") is not a name `transcode`
+        // takes: ask it for what was requested, it plans the same ladder.
+        if names.iter().any(|q| Quality::named(q).is_err()) {
+            args.quality.clone()
+        } else {
+            names
+        }
+    }
+}
+
+/// The command lines' settings for `source`: our ladder, our GOP and segment grid, and the
+/// thread plan `media::pipeline::run` makes for `budget` encoder threads.
+fn plan_setup(
+    args: &BenchArgs,
+    ffmpeg: &Path,
+    source: &Path,
+    info: &SourceInfo,
+    budget: usize,
+) -> Result<Setup> {
+    let requested = Quality::parse_list(&args.quality).map_err(|e| anyhow!("{e}"))?;
+    let ladder = Ladder::plan(
+        &requested,
+        info.video.display_width,
+        info.video.display_height,
+    );
+    let pixels: Vec<u64> = ladder
+        .renditions
+        .iter()
+        .map(|r| u64::from(r.width) * u64::from(r.height))
+        .collect();
+    let threads = media::split_threads(budget, &pixels);
+    let rungs: Vec<Rung> = ladder
+        .renditions
+        .iter()
+        .zip(threads)
+        .map(|(r, threads)| Rung {
+            name: r.name.clone(),
+            width: r.width,
+            height: r.height,
+            bitrate: r.bitrate,
+            seed_height: Quality::named(&r.name)
+                .map(|q| q.short_side)
+                .unwrap_or(r.width.min(r.height)),
+            threads,
+        })
+        .collect();
+    if rungs.is_empty() {
+        bail!(
+            "no rendition of {} fits the source ({}x{})",
+            args.quality.join(","),
+            info.video.display_width,
+            info.video.display_height
+        );
+    }
+    let fps = info.video.frame_rate;
+    let fps_f = f64::from(fps);
+    let segment_seconds = media::DEFAULT_SEGMENT_SECONDS;
+    let gop_seconds = media::DEFAULT_GOP_SECONDS;
+    Ok(Setup {
+        ffmpeg: ffmpeg.to_path_buf(),
+        source: source.to_path_buf(),
+        rungs,
+        preset: args.preset.clone(),
+        fps: (fps.numerator(), fps.denominator()),
+        gop_frames: ((gop_seconds * fps_f).round() as u64).max(1),
+        segment_frames: ((segment_seconds * fps_f).round() as u64).max(1),
+        segment_seconds,
+        gop_seconds,
+        // The tuned single command decodes with FFmpeg's frame threading; our pipeline uses
+        // one decoder thread (see `media::demux`), which measured the same wall time with
+        // less memory.
+        decoder_threads: budget.min(4),
+        has_audio: info.audio.is_some(),
+        audio_bitrate: media::DEFAULT_AUDIO_BITRATE,
+    })
 }
 
 /// Bytes of the MPEG-TS segments of rendition `name` in `dir` (`<name>_NNN.ts`).
@@ -86,10 +235,17 @@ fn rendition_bytes(dir: &Path, name: &str) -> Result<u64> {
 }
 
 fn fresh_dir(dir: &Path) -> Result<()> {
+    remove_dir(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Removes `dir` when it exists (our pipeline publishes its output directory itself; a
+/// leftover one would add a replace to its time).
+fn remove_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+    Ok(())
 }
 
 fn cpu_model() -> String {
@@ -104,6 +260,28 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The machine, for every report.
+fn machine(ffmpegs: &[Ffmpeg]) -> report::Machine {
+    report::Machine {
+        cores: num_cpus::get(),
+        physical_cores: num_cpus::get_physical(),
+        cpu_model: cpu_model(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        date: report::utc_now(),
+        build: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        video_worker: crate::version_string(),
+        ffmpeg_libs: media::ffi::runtime_version(),
+        ffmpeg_cli: ffmpegs.to_vec(),
+    }
+}
+
+/// `5.1.9-0+deb12u1` from "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) …".
 fn ffmpeg_version(ffmpeg: &Path) -> Result<String> {
     let out = std::process::Command::new(ffmpeg)
         .arg("-version")
@@ -114,230 +292,95 @@ fn ffmpeg_version(ffmpeg: &Path) -> Result<String> {
                 ffmpeg.display()
             )
         })?;
-    // "ffmpeg version 5.1.9-0+deb12u1 Copyright (c) …" → "ffmpeg 5.1.9-0+deb12u1"
+    if !out.status.success() {
+        bail!("`{} -version` failed ({})", ffmpeg.display(), out.status);
+    }
     let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
+    Ok(text
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("ffmpeg version "))
         .and_then(|l| l.split_whitespace().next())
-        .unwrap_or("unknown");
-    Ok(format!("ffmpeg {version}"))
+        .unwrap_or("unknown")
+        .to_string())
 }
 
-/// Everything one bench invocation works with.
-struct Bench<'a> {
-    args: &'a BenchArgs,
-    setup: Setup,
-    /// The ladder's names as `transcode --quality` takes them.
-    qualities: Vec<String>,
-    exe: PathBuf,
-    duration: f64,
-    logs: PathBuf,
-    progress: Progress,
-    /// Each kind of command as first run (for report.json).
-    commands: BTreeMap<String, String>,
+/// Where setup puts the bench's tools and footage: `target/` beside this binary when it runs
+/// from a build (target/release/video-worker), and `target/` in the working directory.
+fn target_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .filter(|t| t.file_name().is_some_and(|n| n == "target"))
+    {
+        dirs.push(target);
+    }
+    dirs.push(PathBuf::from("target"));
+    dirs
 }
 
-impl Bench<'_> {
-    fn measure(
-        &mut self,
-        label: String,
-        program: &Path,
-        args: Vec<String>,
-        log: &str,
-    ) -> Result<child::Finished> {
-        // One entry per kind of command: `run2-seed-cli-720p` is filed as `seed-cli-720p`.
-        let kind = log
-            .strip_prefix("run")
-            .and_then(|rest| rest.split_once('-'))
-            .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(log, |(_, kind)| kind);
-        self.commands
-            .entry(kind.to_string())
-            .or_insert_with(|| format!("{} {}", program.display(), child::shell_words(&args)));
-        child::run(
-            Measured {
-                label,
-                program,
-                args,
-                log: self.logs.join(log),
-            },
-            &mut self.progress,
-        )
+/// The FFmpegs to compare: `--ffmpeg` as given, or Debian's `ffmpeg` plus setup's FFmpeg 7.
+/// Each gets a tag unique among them (`ffmpeg5.1`, `ffmpeg7.0`, `ffmpeg5.1-2`).
+fn resolve_ffmpegs(given: &[PathBuf]) -> Result<Vec<Ffmpeg>> {
+    let mut paths: Vec<(PathBuf, bool)> = given.iter().map(|p| (p.clone(), true)).collect();
+    if paths.is_empty() {
+        paths.push((PathBuf::from("ffmpeg"), true));
+        if let Some(ffmpeg7) = target_dirs()
+            .into_iter()
+            .map(|t| t.join("tools").join("ffmpeg7"))
+            .find(|p| p.is_file())
+        {
+            paths.push((ffmpeg7, false));
+        }
     }
-
-    fn output_dir(&self, p: Pipeline) -> PathBuf {
-        self.args.out.join(p.label())
-    }
-
-    fn run_pipeline(&mut self, p: Pipeline, run: usize) -> Result<RunRecord> {
-        let dir = self.output_dir(p);
-        let runs = self.args.runs;
-        let tag = format!("run {run}/{runs} · {p}");
-        let mut parts = Vec::new();
-        let mut self_reported_s = None;
-        let usage = match p {
-            Pipeline::SeedCli => {
-                fresh_dir(&dir)?;
-                let mut total = Usage::default();
-                for rung in self.setup.rungs.clone() {
-                    let args = pipelines::seed_cli_args(&self.setup, &rung, &dir);
-                    let ffmpeg = self.setup.ffmpeg.clone();
-                    let f = self.measure(
-                        format!("{tag} {}", rung.name),
-                        &ffmpeg,
-                        args,
-                        &format!("run{run}-{p}-{}", rung.name),
-                    )?;
-                    total = total.then(f.usage);
-                    parts.push(Part::new(rung.name.clone(), f.usage));
-                }
-                total
+    let mut ffmpegs: Vec<Ffmpeg> = Vec::new();
+    for (path, required) in paths {
+        let version = match ffmpeg_version(&path) {
+            Ok(v) => v,
+            Err(e) if !required => {
+                eprintln!("warning: skipping {}: {e:#}", path.display());
+                continue;
             }
-            Pipeline::FfmpegSingle => {
-                fresh_dir(&dir)?;
-                let args = pipelines::ffmpeg_single_args(&self.setup, &dir);
-                let ffmpeg = self.setup.ffmpeg.clone();
-                self.measure(tag, &ffmpeg, args, &format!("run{run}-{p}"))?
-                    .usage
-            }
-            Pipeline::InProcess => {
-                // The pipeline publishes the directory itself; a leftover one would add a
-                // replace to its time.
-                if dir.exists() {
-                    std::fs::remove_dir_all(&dir)
-                        .with_context(|| format!("removing {}", dir.display()))?;
-                }
-                let args = pipelines::in_process_args(&self.setup, &self.qualities, &dir);
-                let exe = self.exe.clone();
-                let f = self.measure(tag, &exe, args, &format!("run{run}-{p}"))?;
-                let text = std::fs::read_to_string(&f.stdout)?;
-                let outcome: serde_json::Value = serde_json::from_str(text.trim())
-                    .with_context(|| format!("in-process --json output: {text:?}"))?;
-                self_reported_s = outcome.get("elapsed_seconds").and_then(|v| v.as_f64());
-                f.usage
-            }
+            Err(e) => return Err(e),
         };
-        let mut bytes = BTreeMap::new();
-        for rung in &self.setup.rungs {
-            let b = rendition_bytes(&dir, &rung.name)?;
-            if b == 0 {
-                bail!(
-                    "{p} produced no segments for {} in {}",
-                    rung.name,
-                    dir.display()
-                );
+        let base = Ffmpeg::tag_of(&version);
+        let mut tag = base.clone();
+        let mut n = 1;
+        while ffmpegs.iter().any(|f| f.tag == tag) {
+            n += 1;
+            tag = format!("{base}-{n}");
+        }
+        ffmpegs.push(Ffmpeg { path, version, tag });
+    }
+    Ok(ffmpegs)
+}
+
+/// The real footage setup fetched: the first `*.mp4` in target/footage with a `.credit` line
+/// beside it (scripts/fetch-footage.sh writes both).
+fn default_footage() -> Option<(PathBuf, String)> {
+    for dir in target_dirs().into_iter().map(|t| t.join("footage")) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut clips: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "mp4"))
+            .collect();
+        clips.sort();
+        for clip in clips {
+            let credit_file = PathBuf::from(format!("{}.credit", clip.display()));
+            if let Ok(credit) = std::fs::read_to_string(&credit_file) {
+                return Some((clip, credit.trim().to_string()));
             }
-            bytes.insert(rung.name.clone(), b);
         }
-        Ok(RunRecord {
-            pipeline: p,
-            run,
-            usage,
-            cpu_s: usage.cpu_s(),
-            bytes,
-            parts,
-            self_reported_s,
-        })
     }
-
-    fn raw_file(&self, rung: &Rung) -> PathBuf {
-        self.args
-            .out
-            .join("floor")
-            .join(format!("{}.yuv", rung.name))
-    }
-
-    fn prescale(&mut self) -> Result<()> {
-        fresh_dir(&self.args.out.join("floor"))?;
-        let raw: Vec<PathBuf> = self.setup.rungs.iter().map(|r| self.raw_file(r)).collect();
-        let args = pipelines::prescale_args(&self.setup, &raw);
-        let ffmpeg = self.setup.ffmpeg.clone();
-        self.measure(
-            "floor: pre-scaling raw frames".into(),
-            &ffmpeg,
-            args,
-            "prescale",
-        )?;
-        Ok(())
-    }
-
-    fn run_floor(&mut self, run: usize) -> Result<FloorRun> {
-        let runs = self.args.runs;
-        let ffmpeg = self.setup.ffmpeg.clone();
-        let args = pipelines::floor_decode_args(&self.setup);
-        let decode = self
-            .measure(
-                format!("run {run}/{runs} · floor decode"),
-                &ffmpeg,
-                args,
-                &format!("run{run}-floor-decode"),
-            )?
-            .usage;
-        let mut encodes = Vec::new();
-        for rung in self.setup.rungs.clone() {
-            let args = pipelines::floor_encode_args(&self.setup, &rung, &self.raw_file(&rung));
-            let f = self.measure(
-                format!("run {run}/{runs} · floor x264 {}", rung.name),
-                &ffmpeg,
-                args,
-                &format!("run{run}-floor-{}", rung.name),
-            )?;
-            encodes.push(Part::new(rung.name.clone(), f.usage));
-        }
-        Ok(FloorRun {
-            run,
-            cpu_s: decode.cpu_s() + encodes.iter().map(|e| e.cpu_s).sum::<f64>(),
-            longest_encode_wall_s: encodes.iter().map(|e| e.usage.wall_s).fold(0.0, f64::max),
-            decode: Part::new("decode", decode),
-            encodes,
-        })
-    }
-
-    fn measure_quality(&mut self, p: Pipeline, record: &RunRecord) -> Result<Vec<QualityRecord>> {
-        let dir = self.output_dir(p);
-        let mut out = Vec::new();
-        for rung in self.setup.rungs.clone() {
-            let first = dir.join(format!("{}_000.ts", rung.name));
-            let info = media::probe(&first, &Limits::default())
-                .map_err(|e| anyhow!("probing {}: {e}", first.display()))?;
-            let (w, h) = (info.video.width, info.video.height);
-            let playlist = dir.join(format!("{}.m3u8", rung.name));
-            let args = pipelines::quality_args(&playlist, &self.setup.source, w, h);
-            let ffmpeg = self.setup.ffmpeg.clone();
-            let f = self.measure(
-                format!("quality · {p} {}", rung.name),
-                &ffmpeg,
-                args,
-                &format!("quality-{p}-{}", rung.name),
-            )?;
-            let log = std::fs::read_to_string(&f.stderr)?;
-            let psnr = metrics::parse_psnr(&log)
-                .ok_or_else(|| anyhow!("no PSNR summary in {}", f.stderr.display()))?;
-            let ssim = metrics::parse_ssim(&log)
-                .ok_or_else(|| anyhow!("no SSIM summary in {}", f.stderr.display()))?;
-            let bytes = record.bytes.get(&rung.name).copied().unwrap_or(0);
-            out.push(QualityRecord {
-                pipeline: p,
-                rendition: rung.name.clone(),
-                width: w,
-                height: h,
-                bytes,
-                quality: RenditionQuality {
-                    psnr,
-                    ssim,
-                    bitrate: bytes as f64 * 8.0 / self.duration,
-                },
-            });
-        }
-        Ok(out)
-    }
+    None
 }
 
 /// Makes the synthetic source unless --out already holds it.
-fn synthetic_source(args: &BenchArgs, spec: Synthetic, logs: &Path) -> Result<PathBuf> {
-    let path = args.out.join(spec.file_name());
+fn synthetic_source(out: &Path, ffmpeg: &Path, spec: Synthetic, logs: &Path) -> Result<PathBuf> {
+    let path = out.join(spec.file_name());
     if path.is_file() && std::fs::metadata(&path)?.len() > 0 {
         eprintln!("using the cached synthetic source {}", path.display());
         return Ok(path);
@@ -347,7 +390,7 @@ fn synthetic_source(args: &BenchArgs, spec: Synthetic, logs: &Path) -> Result<Pa
     child::run(
         Measured {
             label: format!("making the synthetic source {}", path.display()),
-            program: &args.ffmpeg,
+            program: ffmpeg,
             args: spec.args(&partial),
             log: logs.join("synthetic"),
         },
@@ -359,8 +402,31 @@ fn synthetic_source(args: &BenchArgs, spec: Synthetic, logs: &Path) -> Result<Pa
     Ok(path)
 }
 
-/// Runs the whole bench and writes `report.json` and `chart.svg` into `args.out`; prints the
-/// progress on stderr and the table on stdout.
+/// The source every mode works on, with what it is.
+fn resolve_source(args: &BenchArgs, ffmpeg: &Path, logs: &Path) -> Result<(PathBuf, SourceKind)> {
+    if let Some(path) = &args.source {
+        return Ok((path.clone(), SourceKind::Given));
+    }
+    let spec = match &args.synthetic {
+        Some(spec) => spec.as_str(),
+        None => match default_footage() {
+            Some((path, credit)) => return Ok((path, SourceKind::Footage(credit))),
+            None => {
+                eprintln!(
+                    "warning: no real footage in target/footage (scripts/fetch-footage.sh \
+                     fetches it): using a synthetic source, good for a smoke run only"
+                );
+                "1080p:10"
+            }
+        },
+    };
+    let spec = Synthetic::parse(spec).map_err(|e| anyhow!(e))?;
+    let path = synthetic_source(&args.out, ffmpeg, spec, logs)?;
+    Ok((path, SourceKind::Synthetic(spec)))
+}
+
+/// Runs the bench in the mode its arguments ask for, writes its JSON report (and chart) into
+/// `args.out`, prints the progress on stderr and the table on stdout.
 pub fn run(args: &BenchArgs) -> Result<Parity> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -371,24 +437,21 @@ pub fn run(args: &BenchArgs) -> Result<Parity> {
              (build with --release)"
         );
     }
-    let requested = Quality::parse_list(&args.quality).map_err(|e| anyhow!("{e}"))?;
-    let ffmpeg_cli = ffmpeg_version(&args.ffmpeg)?;
+    let ffmpegs = resolve_ffmpegs(&args.ffmpeg)?;
     let libs = media::ffi::runtime_version();
-    if !ffmpeg_cli.ends_with(&libs) {
-        eprintln!(
-            "warning: the baselines run {ffmpeg_cli}, our pipeline FFmpeg {libs}: \
-             the comparison is between FFmpeg builds too"
-        );
+    for f in &ffmpegs {
+        if !f.version.starts_with(&libs) {
+            eprintln!(
+                "note: {} is FFmpeg {}, our pipeline links FFmpeg {libs}: that comparison is \
+                 between FFmpeg builds too",
+                f.path.display(),
+                f.version
+            );
+        }
     }
     let logs = args.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let (source, synthetic) = match &args.source {
-        Some(path) => (path.clone(), None),
-        None => {
-            let spec = Synthetic::parse(&args.synthetic).map_err(|e| anyhow!(e))?;
-            (synthetic_source(args, spec, &logs)?, Some(spec))
-        }
-    };
+    let (source, kind) = resolve_source(args, &ffmpegs[0].path, &logs)?;
 
     media::init().map_err(|e| anyhow!("{e}"))?;
     let info = media::probe(&source, &Limits::default())
@@ -399,176 +462,22 @@ pub fn run(args: &BenchArgs) -> Result<Parity> {
         .or(info.duration)
         .filter(|d| *d > 0.0)
         .ok_or_else(|| anyhow!("source {}: unknown duration", source.display()))?;
-    let ladder = Ladder::plan(
-        &requested,
-        info.video.display_width,
-        info.video.display_height,
-    );
-    for s in &ladder.skipped {
-        eprintln!("skipping {}: {}", s.quality, s.reason);
-    }
-    let cores = num_cpus::get();
-    // As `media::pipeline::run` gives its encoders: the whole core count, split by pixels.
-    let pixels: Vec<u64> = ladder
-        .renditions
-        .iter()
-        .map(|r| u64::from(r.width) * u64::from(r.height))
-        .collect();
-    let threads = media::split_threads(cores, &pixels);
-    let rungs: Vec<Rung> = ladder
-        .renditions
-        .iter()
-        .zip(threads)
-        .map(|(r, threads)| Rung {
-            name: r.name.clone(),
-            width: r.width,
-            height: r.height,
-            bitrate: r.bitrate,
-            seed_height: Quality::named(&r.name)
-                .map(|q| q.short_side)
-                .unwrap_or(r.width.min(r.height)),
-            threads,
-        })
-        .collect();
-    let fps = info.video.frame_rate;
-    let fps_f = f64::from(fps);
-    let segment_seconds = media::DEFAULT_SEGMENT_SECONDS;
-    let gop_seconds = media::DEFAULT_GOP_SECONDS;
-    let setup = Setup {
-        ffmpeg: args.ffmpeg.clone(),
-        source: source.clone(),
-        rungs,
-        preset: args.preset.clone(),
-        fps: (fps.numerator(), fps.denominator()),
-        gop_frames: ((gop_seconds * fps_f).round() as u64).max(1),
-        segment_frames: ((segment_seconds * fps_f).round() as u64).max(1),
-        segment_seconds,
-        gop_seconds,
-        // The CLI baselines decode with FFmpeg's frame threading (what a CLI user gets); our
-        // pipeline uses one decoder thread (see `media::decode`), which measured the same wall
-        // time with less memory. This favours the baselines, not us.
-        decoder_threads: cores.min(4),
-        has_audio: info.audio.is_some(),
-        audio_bitrate: media::DEFAULT_AUDIO_BITRATE,
-    };
-    let n = setup.rungs.len();
-    let steps = 1 + args.runs * (n + 1 + 1 + 1 + n) + 3 * n;
-    let raw_bytes: u64 = setup
-        .rungs
-        .iter()
-        .map(|r| u64::from(r.width) * u64::from(r.height) * 3 / 2)
-        .sum::<u64>()
-        * (duration * fps_f).ceil() as u64;
-    eprintln!(
-        "bench: {} ({}x{}, {:.2} s), {} rendition(s), {} run(s), {steps} measured steps; \
-         the floor's raw frames take {:.0} MB in {} while it runs",
-        source.display(),
-        info.video.width,
-        info.video.height,
-        duration,
-        n,
-        args.runs,
-        raw_bytes as f64 / 1e6,
-        args.out.join("floor").display()
-    );
-
-    let mut bench = Bench {
-        args,
-        qualities: setup.rungs.iter().map(|r| r.name.clone()).collect(),
-        setup,
-        exe: std::env::current_exe().context("finding this program's own path")?,
+    let common = Common {
+        ffmpegs,
+        source,
+        kind,
+        info,
         duration,
         logs,
-        progress: Progress::new(steps),
-        commands: BTreeMap::new(),
+        exe: std::env::current_exe().context("finding this program's own path")?,
     };
-    // A fallback rendition at the source's own size ("180p") is not a name `transcode`
-    // takes: ask it for what was requested, it plans the same ladder.
-    if bench.qualities.iter().any(|q| Quality::named(q).is_err()) {
-        bench.qualities = args.quality.clone();
-    }
-
-    bench.prescale()?;
-    let mut runs = Vec::new();
-    let mut floor_runs = Vec::new();
-    let mut quality = Vec::new();
-    for run in 1..=args.runs {
-        let mut first = Vec::new();
-        for p in Pipeline::ALL {
-            let record = bench.run_pipeline(p, run)?;
-            if run == 1 {
-                first.push(record.clone());
-            }
-            runs.push(record);
-        }
-        floor_runs.push(bench.run_floor(run)?);
-        // Quality once per pipeline, from the first run's output, after the whole round so
-        // the measurement never sits between two timed pipelines of the same round.
-        for record in &first {
-            quality.extend(bench.measure_quality(record.pipeline, record)?);
-        }
-    }
-    bench.progress.finish();
-    let _ = std::fs::remove_dir_all(args.out.join("floor"));
-
-    let derived = report::derive(&runs, &floor_runs, &quality, &bench.setup.rungs, cores);
-    let passed = derived.parity_checks.iter().all(|c| c.passed());
-    let report = Report {
-        machine: report::Machine {
-            cores,
-            physical_cores: num_cpus::get_physical(),
-            cpu_model: cpu_model(),
-            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-            date: report::utc_now(),
-            build: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            },
-            video_worker: crate::version_string(),
-            ffmpeg_cli,
-        },
-        config: report::Config {
-            source: source.display().to_string(),
-            synthetic,
-            qualities: bench.setup.rungs.iter().map(|r| r.name.clone()).collect(),
-            preset: args.preset.clone(),
-            runs: args.runs,
-            segment_seconds,
-            gop_seconds,
-            decoder_threads: bench.setup.decoder_threads,
-        },
-        source: report::SourceSummary {
-            width: info.video.width,
-            height: info.video.height,
-            fps: fps_f,
-            duration_s: duration,
-            has_audio: info.audio.is_some(),
-            size_bytes: info.size_bytes,
-        },
-        renditions: bench.setup.rungs.clone(),
-        commands: bench.commands.clone(),
-        runs,
-        floor_runs,
-        quality,
-        summary: derived.summary,
-        floor: derived.floor,
-        parity: if passed { "passed" } else { "failed" },
-        parity_checks: derived.parity_checks,
-        ratios: derived.ratios,
-    };
-    let json = args.out.join("report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let svg = args.out.join("chart.svg");
-    std::fs::write(&svg, report.svg()).with_context(|| format!("writing {}", svg.display()))?;
-    print!("{}", report.table());
-    println!("\nreport: {} · chart: {}", json.display(), svg.display());
-    Ok(if passed {
-        Parity::Passed
+    if let Some(videos) = args.videos {
+        throughput::run(args, &common, videos)?;
+        Ok(Parity::Passed)
+    } else if !args.cores.is_empty() {
+        scaling::run(args, &common)?;
+        Ok(Parity::Passed)
     } else {
-        Parity::Failed
-    })
+        compare::run(args, &common)
+    }
 }

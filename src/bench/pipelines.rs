@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-/// The three pipelines, in the order they run within each round.
+/// The kinds of pipeline, in the order they run within each round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pipeline {
@@ -23,12 +23,6 @@ pub enum Pipeline {
 }
 
 impl Pipeline {
-    pub const ALL: [Pipeline; 3] = [
-        Pipeline::SeedCli,
-        Pipeline::FfmpegSingle,
-        Pipeline::InProcess,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             Pipeline::SeedCli => "seed-cli",
@@ -41,6 +35,120 @@ impl Pipeline {
 impl fmt::Display for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+/// How a single-command peer is threaded. Both run, and the faster is that FFmpeg's peer: a
+/// baseline is compared at its best, not at settings nobody running ffmpeg would pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Threading {
+    /// No `-threads` anywhere: ffmpeg's and x264's own choices, what a CLI user gets.
+    Default,
+    /// Our plan spelled out: decoder frame threads and our per-rendition x264 thread split.
+    Tuned,
+}
+
+impl Threading {
+    pub const ALL: [Threading; 2] = [Threading::Default, Threading::Tuned];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Threading::Default => "default",
+            Threading::Tuned => "tuned",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Threading::Default => "ffmpeg's default threading",
+            Threading::Tuned => "our thread split",
+        }
+    }
+}
+
+/// An `ffmpeg` CLI the bench runs, with the tag that names it in labels and file names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ffmpeg {
+    pub path: PathBuf,
+    /// As `ffmpeg -version` says: `5.1.9-0+deb12u1`, `7.0.2-static`.
+    pub version: String,
+    /// `ffmpeg5.1`: major.minor, made unique among the bench's FFmpegs.
+    pub tag: String,
+}
+
+impl Ffmpeg {
+    /// `ffmpeg5.1` from `5.1.9-0+deb12u1`, `ffmpeg7.0` from `7.0.2-static`, `ffmpeg` when the
+    /// version does not start with a number (a git build: `N-112345-g…`).
+    pub fn tag_of(version: &str) -> String {
+        let numbers: Vec<&str> = version
+            .split(['.', '-'])
+            .take(2)
+            .take_while(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        match numbers.as_slice() {
+            [] => "ffmpeg".into(),
+            parts => format!("ffmpeg{}", parts.join(".")),
+        }
+    }
+}
+
+/// One competitor of a round: a pipeline, the ffmpeg it runs (the CLI ones), and for a single
+/// command its threading.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contender {
+    /// `seed-cli`, `ffmpeg7.0-single-default`, `in-process`: its name in tables, logs and
+    /// output directories.
+    pub label: String,
+    pub pipeline: Pipeline,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ffmpeg: Option<Ffmpeg>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threading: Option<Threading>,
+}
+
+impl Contender {
+    pub fn seed_cli(ffmpeg: &Ffmpeg) -> Contender {
+        Contender {
+            label: Pipeline::SeedCli.label().into(),
+            pipeline: Pipeline::SeedCli,
+            ffmpeg: Some(ffmpeg.clone()),
+            threading: None,
+        }
+    }
+
+    pub fn single(ffmpeg: &Ffmpeg, threading: Threading) -> Contender {
+        Contender {
+            label: format!("{}-single-{}", ffmpeg.tag, threading.label()),
+            pipeline: Pipeline::FfmpegSingle,
+            ffmpeg: Some(ffmpeg.clone()),
+            threading: Some(threading),
+        }
+    }
+
+    pub fn in_process() -> Contender {
+        Contender {
+            label: Pipeline::InProcess.label().into(),
+            pipeline: Pipeline::InProcess,
+            ffmpeg: None,
+            threading: None,
+        }
+    }
+
+    /// Seed-cli with the first ffmpeg (the platform's), then each ffmpeg's single command in
+    /// both threadings, then ours.
+    pub fn round(ffmpegs: &[Ffmpeg]) -> Vec<Contender> {
+        let mut all = Vec::new();
+        if let Some(first) = ffmpegs.first() {
+            all.push(Contender::seed_cli(first));
+        }
+        for f in ffmpegs {
+            for t in Threading::ALL {
+                all.push(Contender::single(f, t));
+            }
+        }
+        all.push(Contender::in_process());
+        all
     }
 }
 
@@ -62,6 +170,7 @@ pub struct Rung {
 /// Everything the command lines depend on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {
+    /// The first `--ffmpeg`: seed-cli, the floor, the quality measurements, the clips.
     pub ffmpeg: PathBuf,
     pub source: PathBuf,
     pub rungs: Vec<Rung>,
@@ -72,7 +181,7 @@ pub struct Setup {
     pub segment_frames: u64,
     pub segment_seconds: f64,
     pub gop_seconds: f64,
-    /// Decoder threads of the CLI baselines and the floor's decode (frame threading).
+    /// Decoder threads of the tuned single command and the floor's decode (frame threading).
     pub decoder_threads: usize,
     pub has_audio: bool,
     pub audio_bitrate: u64,
@@ -226,22 +335,23 @@ fn force_key_frames(setup: &Setup) -> String {
     }
 }
 
-/// libx264 settings of our pipeline (`media::rendition::open_encoder`) as CLI options;
-/// `spec` is the stream specifier suffix: `:v:1` for one of several streams, `:v` for one.
-fn x264_args(setup: &Setup, rung: &Rung, spec: &str) -> Vec<String> {
-    let g = setup.gop_frames;
-    vec![
+/// libx264 settings of our pipeline (`media::rendition::open_encoder`) as CLI options, with
+/// `threads` x264 threads (`None`: x264's own choice); `spec` is the stream specifier suffix:
+/// `:v:1` for one of several streams, `:v` for one.
+fn x264_args(setup: &Setup, rung: &Rung, threads: Option<usize>, spec: &str) -> Vec<String> {
+    let mut a = vec![
         format!("-b{spec}"),
         s(rung.bitrate),
         format!("-maxrate{spec}"),
         s(rung.bitrate * 11 / 10),
         format!("-bufsize{spec}"),
         s(rung.bitrate * 2),
-        format!("-threads{spec}"),
-        s(rung.threads),
-        format!("-g{spec}"),
-        s(g),
-    ]
+    ];
+    if let Some(threads) = threads {
+        a.extend([format!("-threads{spec}"), s(threads)]);
+    }
+    a.extend([format!("-g{spec}"), s(setup.gop_frames)]);
+    a
 }
 
 /// Options shared by every x264 stream: preset, High profile, 4:2:0, the keyframe grid.
@@ -282,7 +392,7 @@ fn split_scale_graph(rungs: &[Rung]) -> String {
     g
 }
 
-/// `-threads N -i SRC`: the source, decoded with the CLI baselines' decoder thread count.
+/// `-threads N -i SRC`: the source, decoded with the tuned decoder thread count.
 fn decoded_source(setup: &Setup) -> [String; 4] {
     [
         s("-threads"),
@@ -292,12 +402,16 @@ fn decoded_source(setup: &Setup) -> [String; 4] {
     ]
 }
 
-/// One `ffmpeg` for the whole ladder with our settings: decoder threads, split + scale,
-/// x264 per rendition with our thread split, AAC mapped into every variant, 6 s segments on
-/// the same keyframe grid, `-var_stream_map` and a master playlist.
-pub fn ffmpeg_single_args(setup: &Setup, dir: &Path) -> Vec<String> {
+/// One `ffmpeg` for the whole ladder with our settings: split + scale, x264 per rendition, AAC
+/// mapped into every variant, 6 s segments on the same keyframe grid, `-var_stream_map` and a
+/// master playlist. `Threading::Default` leaves every thread count to ffmpeg and x264;
+/// `Threading::Tuned` sets decoder threads and gives each encoder our split.
+pub fn ffmpeg_single_args(setup: &Setup, dir: &Path, threading: Threading) -> Vec<String> {
     let mut a = ffmpeg_prelude();
-    a.extend(decoded_source(setup));
+    match threading {
+        Threading::Default => a.extend([s("-i"), path(&setup.source)]),
+        Threading::Tuned => a.extend(decoded_source(setup)),
+    }
     a.extend([s("-filter_complex"), split_scale_graph(&setup.rungs)]);
     for i in 0..setup.rungs.len() {
         a.extend([s("-map"), format!("[v{i}]")]);
@@ -316,7 +430,8 @@ pub fn ffmpeg_single_args(setup: &Setup, dir: &Path) -> Vec<String> {
     // short clip, so ffmpeg-single keeps them in-band too.
     a.extend([s("-flags:v"), s("-global_header")]);
     for (i, r) in setup.rungs.iter().enumerate() {
-        a.extend(x264_args(setup, r, &format!(":v:{i}")));
+        let threads = (threading == Threading::Tuned).then_some(r.threads);
+        a.extend(x264_args(setup, r, threads, &format!(":v:{i}")));
     }
     if setup.has_audio {
         a.extend([
@@ -361,9 +476,15 @@ pub fn ffmpeg_single_args(setup: &Setup, dir: &Path) -> Vec<String> {
 }
 
 /// Ours: `video-worker transcode SRC OUT --quality … --preset … --json`, with the segment and
-/// GOP lengths spelled out.
-pub fn in_process_args(setup: &Setup, qualities: &[String], dir: &Path) -> Vec<String> {
-    vec![
+/// GOP lengths spelled out; `threads` is its encoder thread budget (`None`: one per core, as
+/// the worker's own plan gives a single job).
+pub fn in_process_args(
+    setup: &Setup,
+    qualities: &[String],
+    dir: &Path,
+    threads: Option<usize>,
+) -> Vec<String> {
+    let mut a = vec![
         s("transcode"),
         path(&setup.source),
         path(dir),
@@ -376,7 +497,46 @@ pub fn in_process_args(setup: &Setup, qualities: &[String], dir: &Path) -> Vec<S
         s("--gop-seconds"),
         s(setup.gop_seconds),
         s("--json"),
-    ]
+    ];
+    if let Some(threads) = threads {
+        a.extend([s("--threads"), s(threads)]);
+    }
+    a
+}
+
+/// One clip of the source for the throughput bench: `seconds` from `offset`, re-encoded once
+/// (x264 veryfast at CRF 16, visually lossless; AAC 192k when there is audio) so that each
+/// clip starts on a keyframe of its own wherever the source's keyframes are.
+pub fn clip_args(source: &Path, offset: f64, seconds: f64, out: &Path) -> Vec<String> {
+    let mut a = ffmpeg_prelude();
+    a.extend([
+        s("-ss"),
+        format!("{offset:.3}"),
+        s("-i"),
+        path(source),
+        s("-t"),
+        format!("{seconds:.3}"),
+        s("-map"),
+        s("0:v:0"),
+        s("-map"),
+        s("0:a:0?"),
+        s("-c:v"),
+        s("libx264"),
+        s("-preset"),
+        s("veryfast"),
+        s("-crf"),
+        s("16"),
+        s("-pix_fmt"),
+        s("yuv420p"),
+        s("-c:a"),
+        s("aac"),
+        s("-b:a"),
+        s("192k"),
+        s("-f"),
+        s("mp4"),
+        path(out),
+    ]);
+    a
 }
 
 /// Raw frames of each rendition for the floor: one decode, the same split + bicubic scale,
@@ -425,7 +585,7 @@ pub fn floor_encode_args(setup: &Setup, rung: &Rung, raw: &Path) -> Vec<String> 
         path(raw),
     ]);
     a.extend(x264_common(setup));
-    a.extend(x264_args(setup, rung, ":v"));
+    a.extend(x264_args(setup, rung, Some(rung.threads), ":v"));
     a.extend([s("-f"), s("null"), s("-")]);
     a
 }
@@ -529,8 +689,8 @@ mod tests {
     }
 
     #[test]
-    fn ffmpeg_single_has_our_settings_per_stream() {
-        let a = ffmpeg_single_args(&setup(), Path::new("/o")).join(" ");
+    fn ffmpeg_single_tuned_has_our_settings_per_stream() {
+        let a = ffmpeg_single_args(&setup(), Path::new("/o"), Threading::Tuned).join(" ");
         for part in [
             "-threads 2 -i /b/src.mp4",
             "[0:v]split=2[s0][s1];[s0]scale=1280:720:flags=bicubic[v0];\
@@ -549,8 +709,55 @@ mod tests {
         }
         let mut silent = setup();
         silent.has_audio = false;
-        let a = ffmpeg_single_args(&silent, Path::new("/o")).join(" ");
+        let a = ffmpeg_single_args(&silent, Path::new("/o"), Threading::Tuned).join(" ");
         assert!(!a.contains("0:a") && a.contains("v:0,name:720p v:1,name:480p"));
+    }
+
+    #[test]
+    fn ffmpeg_single_default_leaves_every_thread_count_to_ffmpeg() {
+        let su = setup();
+        let default = ffmpeg_single_args(&su, Path::new("/o"), Threading::Default).join(" ");
+        assert!(!default.contains("-threads"), "{default}");
+        assert!(default.contains("-y -i /b/src.mp4 -filter_complex"));
+        // Everything but the thread counts is the tuned command's.
+        let tuned = ffmpeg_single_args(&su, Path::new("/o"), Threading::Tuned).join(" ");
+        let stripped = tuned
+            .replace("-threads 2 ", "")
+            .replace(" -threads:v:0 2", "")
+            .replace(" -threads:v:1 1", "");
+        assert_eq!(stripped, default);
+    }
+
+    #[test]
+    fn ffmpeg_tags_name_major_and_minor() {
+        assert_eq!(Ffmpeg::tag_of("5.1.9-0+deb12u1"), "ffmpeg5.1");
+        assert_eq!(Ffmpeg::tag_of("7.0.2-static"), "ffmpeg7.0");
+        assert_eq!(Ffmpeg::tag_of("7-static"), "ffmpeg7");
+        assert_eq!(Ffmpeg::tag_of("N-112345-gabcdef"), "ffmpeg");
+    }
+
+    #[test]
+    fn a_round_has_seed_cli_once_and_both_threadings_per_ffmpeg() {
+        let f = |tag: &str| Ffmpeg {
+            path: tag.into(),
+            version: "x".into(),
+            tag: tag.into(),
+        };
+        let labels: Vec<String> = Contender::round(&[f("ffmpeg5.1"), f("ffmpeg7.0")])
+            .into_iter()
+            .map(|c| c.label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "seed-cli",
+                "ffmpeg5.1-single-default",
+                "ffmpeg5.1-single-tuned",
+                "ffmpeg7.0-single-default",
+                "ffmpeg7.0-single-tuned",
+                "in-process"
+            ]
+        );
     }
 
     #[test]
@@ -567,6 +774,14 @@ mod tests {
         let mut odd = su.clone();
         odd.segment_frames = 125;
         assert!(force_key_frames(&odd).ends_with("+eq(mod(n,125),0)"));
+    }
+
+    #[test]
+    fn clips_are_cut_exactly_and_reencoded_near_losslessly() {
+        let a = clip_args(Path::new("/s.mp4"), 2.5, 5.0, Path::new("/c/clip.partial")).join(" ");
+        assert!(a.contains("-ss 2.500 -i /s.mp4 -t 5.000 -map 0:v:0 -map 0:a:0?"));
+        assert!(a.contains("-c:v libx264 -preset veryfast -crf 16"));
+        assert!(a.ends_with("-f mp4 /c/clip.partial"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::child::Usage;
 use super::metrics::{self, ParityCheck, RenditionQuality, Spread};
-use super::pipelines::{Pipeline, Rung, Synthetic};
+use super::pipelines::{Contender, Ffmpeg, Pipeline, Rung, Threading};
 
 /// The machine the numbers come from.
 #[derive(Debug, Clone, Serialize)]
@@ -23,19 +23,25 @@ pub struct Machine {
     /// `release` or `debug`: a debug build's in-process numbers mean nothing.
     pub build: &'static str,
     pub video_worker: String,
-    /// First line of `ffmpeg -version`: the baselines' FFmpeg.
-    pub ffmpeg_cli: String,
+    /// The FFmpeg our pipeline links (`media::ffi::runtime_version`).
+    pub ffmpeg_libs: String,
+    /// The ffmpeg CLIs of the baselines, in `--ffmpeg` order; the first also runs seed-cli, the
+    /// floor and the measurements.
+    pub ffmpeg_cli: Vec<Ffmpeg>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub source: String,
-    pub synthetic: Option<Synthetic>,
+    /// What the source is: real footage (with its credit), a given file, or synthetic (smoke
+    /// only).
+    pub source_kind: String,
     pub qualities: Vec<String>,
     pub preset: String,
     pub runs: usize,
     pub segment_seconds: f64,
     pub gop_seconds: f64,
+    /// Decoder threads of the tuned single commands and the floor.
     pub decoder_threads: usize,
 }
 
@@ -68,9 +74,11 @@ impl Part {
     }
 }
 
-/// One run of one pipeline.
+/// One run of one contender.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
+    /// The contender's label (`Contender::label`).
+    pub contender: String,
     pub pipeline: Pipeline,
     pub run: usize,
     #[serde(flatten)]
@@ -97,10 +105,10 @@ pub struct FloorRun {
     pub longest_encode_wall_s: f64,
 }
 
-/// Quality of one rendition of one pipeline (measured on its first run).
+/// Quality of one rendition of one contender (measured on its first run).
 #[derive(Debug, Clone, Serialize)]
 pub struct QualityRecord {
-    pub pipeline: Pipeline,
+    pub contender: String,
     pub rendition: String,
     pub width: u32,
     pub height: u32,
@@ -109,17 +117,33 @@ pub struct QualityRecord {
     pub quality: RenditionQuality,
 }
 
-/// Medians and spreads of one pipeline over its runs.
+/// Medians and spreads of one contender over its runs.
 #[derive(Debug, Clone, Serialize)]
-pub struct PipelineSummary {
+pub struct ContenderSummary {
+    pub contender: String,
     pub pipeline: Pipeline,
     pub wall_s: Spread,
     pub cpu_s: Spread,
     pub max_rss_mb: Spread,
-    /// Floor CPU / median CPU; withheld (null) when parity fails.
+    /// Floor CPU / median CPU; withheld (null) when in-process is at parity with no peer.
     pub cpu_efficiency: Option<f64>,
-    /// max(floor CPU / cores, longest encode wall) / median wall; withheld when parity fails.
+    /// max(floor CPU / cores, longest encode wall) / median wall; withheld likewise.
     pub wall_efficiency: Option<f64>,
+}
+
+/// One FFmpeg's single-command peer: the faster (median wall) of its threadings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// `ffmpeg7.0-single`.
+    pub name: String,
+    pub ffmpeg: String,
+    pub winner: Threading,
+    /// The winning contender's label.
+    pub contender: String,
+    /// Median wall of each threading, as they ran.
+    pub wall_s: BTreeMap<Threading, f64>,
+    /// In-process is at quality parity with the winner on every rendition.
+    pub parity: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,24 +173,42 @@ pub struct Ratios {
     pub max_rss: Option<f64>,
 }
 
+/// The parity of in-process against one single-command contender, one rendition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerParity {
+    /// The single-command contender's label.
+    pub against: String,
+    #[serde(flatten)]
+    pub check: ParityCheck,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub machine: Machine,
     pub config: Config,
     pub source: SourceSummary,
     pub renditions: Vec<Rung>,
+    /// Who ran in each round, in order.
+    pub contenders: Vec<Contender>,
     /// The command lines as first run, by kind (`logs/run<N>-<kind>.log` holds their stderr).
     pub commands: BTreeMap<String, String>,
     pub runs: Vec<RunRecord>,
     pub floor_runs: Vec<FloorRun>,
     pub quality: Vec<QualityRecord>,
-    pub summary: Vec<PipelineSummary>,
+    pub summary: Vec<ContenderSummary>,
     pub floor: FloorSummary,
-    /// "passed" or "failed": in-process against ffmpeg-single, every rendition.
+    /// One single-command peer per FFmpeg, at its faster threading.
+    pub peers: Vec<Peer>,
+    /// The fastest peer (median wall) at parity: what the targets compare against.
+    pub best_peer: Option<String>,
+    /// "passed" when in-process is at parity with every peer's winning threading, else
+    /// "failed".
     pub parity: &'static str,
-    pub parity_checks: Vec<ParityCheck>,
-    /// Keyed "in-process/seed-cli" and "in-process/ffmpeg-single"; null when parity failed.
-    pub ratios: Option<BTreeMap<String, Ratios>>,
+    /// In-process against every single-command contender (both threadings of each FFmpeg).
+    pub parity_checks: Vec<PeerParity>,
+    /// Keyed "in-process/seed-cli" and "in-process/<peer>"; a peer's ratio only at parity
+    /// with it, seed-cli's only at parity with some peer.
+    pub ratios: BTreeMap<String, Ratios>,
 }
 
 fn spread(values: impl Iterator<Item = f64>) -> Spread {
@@ -178,29 +220,31 @@ fn spread(values: impl Iterator<Item = f64>) -> Spread {
     })
 }
 
-/// Everything derived from the raw measurements: summaries, floor, parity, ratios.
+/// Everything derived from the raw measurements: summaries, floor, peers, parity, ratios.
 pub struct Derived {
-    pub summary: Vec<PipelineSummary>,
+    pub summary: Vec<ContenderSummary>,
     pub floor: FloorSummary,
-    pub parity_checks: Vec<ParityCheck>,
-    pub ratios: Option<BTreeMap<String, Ratios>>,
+    pub peers: Vec<Peer>,
+    pub best_peer: Option<String>,
+    pub parity_checks: Vec<PeerParity>,
+    pub ratios: BTreeMap<String, Ratios>,
 }
 
-pub fn derive(
-    runs: &[RunRecord],
-    floor_runs: &[FloorRun],
-    quality: &[QualityRecord],
-    rungs: &[Rung],
-    cores: usize,
-) -> Derived {
+impl Derived {
+    /// In-process is at parity with every peer's winning threading (and there is a peer).
+    pub fn passed(&self) -> bool {
+        !self.peers.is_empty() && self.peers.iter().all(|p| p.parity)
+    }
+}
+
+fn floor_summary(floor_runs: &[FloorRun], rungs: &[Rung], cores: usize) -> FloorSummary {
     let floor_cpu = spread(floor_runs.iter().map(|f| f.cpu_s));
     let longest = spread(floor_runs.iter().map(|f| f.longest_encode_wall_s));
-    let wall_bound = (floor_cpu.median / cores.max(1) as f64).max(longest.median);
-    let floor = FloorSummary {
+    FloorSummary {
         cpu_s: floor_cpu,
         decode_cpu_s: spread(floor_runs.iter().map(|f| f.decode.cpu_s)),
         longest_encode_wall_s: longest,
-        wall_bound_s: wall_bound,
+        wall_bound_s: (floor_cpu.median / cores.max(1) as f64).max(longest.median),
         encodes: rungs
             .iter()
             .map(|r| {
@@ -217,88 +261,167 @@ pub fn derive(
                 }
             })
             .collect(),
-    };
+    }
+}
 
-    let measured = |p: Pipeline, name: &str| {
+/// Each FFmpeg's single commands grouped into a peer, the faster threading winning.
+fn peers(
+    contenders: &[Contender],
+    summary: &[ContenderSummary],
+    parity_checks: &[PeerParity],
+) -> Vec<Peer> {
+    let wall_of = |label: &str| {
+        summary
+            .iter()
+            .find(|s| s.contender == label)
+            .map_or(f64::NAN, |s| s.wall_s.median)
+    };
+    let mut peers: Vec<Peer> = Vec::new();
+    for c in contenders {
+        let (Pipeline::FfmpegSingle, Some(ffmpeg), Some(threading)) =
+            (c.pipeline, &c.ffmpeg, c.threading)
+        else {
+            continue;
+        };
+        let wall = wall_of(&c.label);
+        let name = format!("{}-single", ffmpeg.tag);
+        match peers.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                if wall < p.wall_s[&p.winner] {
+                    p.winner = threading;
+                    p.contender = c.label.clone();
+                }
+                p.wall_s.insert(threading, wall);
+            }
+            None => peers.push(Peer {
+                name,
+                ffmpeg: ffmpeg.version.clone(),
+                winner: threading,
+                contender: c.label.clone(),
+                wall_s: BTreeMap::from([(threading, wall)]),
+                parity: false,
+            }),
+        }
+    }
+    for p in &mut peers {
+        let mine: Vec<&PeerParity> = parity_checks
+            .iter()
+            .filter(|c| c.against == p.contender)
+            .collect();
+        p.parity = !mine.is_empty() && mine.iter().all(|c| c.check.passed());
+    }
+    peers
+}
+
+pub fn derive(
+    contenders: &[Contender],
+    runs: &[RunRecord],
+    floor_runs: &[FloorRun],
+    quality: &[QualityRecord],
+    rungs: &[Rung],
+    cores: usize,
+) -> Derived {
+    let floor = floor_summary(floor_runs, rungs, cores);
+    let measured = |label: &str, rendition: &str| {
         quality
             .iter()
-            .find(|q| q.pipeline == p && q.rendition == name)
+            .find(|q| q.contender == label && q.rendition == rendition)
             .map(|q| q.quality)
     };
-    let parity_checks: Vec<ParityCheck> = rungs
+    let ours = Pipeline::InProcess.label();
+    let parity_checks: Vec<PeerParity> = contenders
         .iter()
-        .map(|r| {
-            metrics::check_parity(
-                &r.name,
-                measured(Pipeline::InProcess, &r.name),
-                measured(Pipeline::FfmpegSingle, &r.name),
-            )
+        .filter(|c| c.pipeline == Pipeline::FfmpegSingle)
+        .flat_map(|c| {
+            rungs.iter().map(|r| PeerParity {
+                against: c.label.clone(),
+                check: metrics::check_parity(
+                    &r.name,
+                    measured(ours, &r.name),
+                    measured(&c.label, &r.name),
+                ),
+            })
         })
         .collect();
-    let passed = parity_checks.iter().all(ParityCheck::passed);
 
-    let summary: Vec<PipelineSummary> = Pipeline::ALL
+    let mut summary: Vec<ContenderSummary> = contenders
         .iter()
-        .map(|&p| {
-            let mine = || runs.iter().filter(move |r| r.pipeline == p);
-            let wall = spread(mine().map(|r| r.usage.wall_s));
-            let cpu = spread(mine().map(|r| r.cpu_s));
-            PipelineSummary {
-                pipeline: p,
-                wall_s: wall,
-                cpu_s: cpu,
+        .map(|c| {
+            let mine = || runs.iter().filter(|r| r.contender == c.label);
+            ContenderSummary {
+                contender: c.label.clone(),
+                pipeline: c.pipeline,
+                wall_s: spread(mine().map(|r| r.usage.wall_s)),
+                cpu_s: spread(mine().map(|r| r.cpu_s)),
                 max_rss_mb: spread(mine().map(|r| r.usage.max_rss_kb as f64 / 1024.0)),
-                cpu_efficiency: passed
-                    .then(|| metrics::cpu_efficiency(floor_cpu.median, cpu.median))
-                    .flatten(),
-                wall_efficiency: passed
-                    .then(|| {
-                        metrics::wall_efficiency(
-                            floor_cpu.median,
-                            cores,
-                            longest.median,
-                            wall.median,
-                        )
-                    })
-                    .flatten(),
+                cpu_efficiency: None,
+                wall_efficiency: None,
             }
         })
         .collect();
+    let peers = peers(contenders, &summary, &parity_checks);
+    let best_peer = peers
+        .iter()
+        .filter(|p| p.parity)
+        .min_by(|a, b| a.wall_s[&a.winner].total_cmp(&b.wall_s[&b.winner]))
+        .map(|p| p.name.clone());
 
-    let ratios = passed.then(|| {
-        let of = |p: Pipeline| summary.iter().find(|s| s.pipeline == p);
-        let ours = of(Pipeline::InProcess);
-        [Pipeline::SeedCli, Pipeline::FfmpegSingle]
+    // Efficiencies and the seed-cli ratio mean something once in-process is shown to encode
+    // as intended: at parity with at least one peer.
+    let at_parity = peers.iter().any(|p| p.parity);
+    if at_parity {
+        for s in &mut summary {
+            s.cpu_efficiency = metrics::cpu_efficiency(floor.cpu_s.median, s.cpu_s.median);
+            s.wall_efficiency = metrics::wall_efficiency(
+                floor.cpu_s.median,
+                cores,
+                floor.longest_encode_wall_s.median,
+                s.wall_s.median,
+            );
+        }
+    }
+    let of = |label: &str| summary.iter().find(|s| s.contender == label);
+    let mut ratios = BTreeMap::new();
+    if let Some(o) = of(ours) {
+        let mut baselines: Vec<(&str, &str)> = peers
             .iter()
-            .filter_map(|&base| {
-                let (o, b) = (ours?, of(base)?);
-                Some((
-                    format!("{}/{}", Pipeline::InProcess, base),
+            .filter(|p| p.parity)
+            .map(|p| (p.name.as_str(), p.contender.as_str()))
+            .collect();
+        if at_parity {
+            baselines.insert(0, (Pipeline::SeedCli.label(), Pipeline::SeedCli.label()));
+        }
+        for (name, label) in baselines {
+            if let Some(b) = of(label) {
+                ratios.insert(
+                    format!("{ours}/{name}"),
                     Ratios {
                         wall: metrics::ratio(o.wall_s.median, b.wall_s.median),
                         cpu: metrics::ratio(o.cpu_s.median, b.cpu_s.median),
                         max_rss: metrics::ratio(o.max_rss_mb.median, b.max_rss_mb.median),
                     },
-                ))
-            })
-            .collect()
-    });
+                );
+            }
+        }
+    }
     Derived {
         summary,
         floor,
+        peers,
+        best_peer,
         parity_checks,
         ratios,
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
+pub(super) fn opt(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(v) => format!("{v:.digits$}"),
         None => "—".into(),
     }
 }
 
-fn cell(s: &Spread, digits: usize) -> String {
+pub(super) fn cell(s: &Spread, digits: usize) -> String {
     if s.min == s.max {
         format!("{:.digits$}", s.median)
     } else {
@@ -322,18 +445,27 @@ impl Report {
         let src = &self.source;
         let _ = writeln!(
             t,
-            "video-worker bench · {} · {} cores ({}) · {} · {} build",
-            m.date, m.cores, m.cpu_model, m.ffmpeg_cli, m.build
+            "video-worker bench · {} · {} cores ({}) · in-process on FFmpeg {} · {} build",
+            m.date, m.cores, m.cpu_model, m.ffmpeg_libs, m.build
         );
         let _ = writeln!(
             t,
-            "source {} ({}x{}, {:.2} fps, {:.2} s, {}) · ladder {} · preset {} · {} run{} (interleaved)",
+            "source {} ({}x{}, {:.2} fps, {:.2} s, {}) · {}",
             c.source,
             src.width,
             src.height,
             src.fps,
             src.duration_s,
-            if src.has_audio { "with audio" } else { "no audio" },
+            if src.has_audio {
+                "with audio"
+            } else {
+                "no audio"
+            },
+            c.source_kind
+        );
+        let _ = writeln!(
+            t,
+            "ladder {} · preset {} · {} run{} (interleaved)",
             self.renditions
                 .iter()
                 .map(|r| format!("{} {}x{} {} thr", r.name, r.width, r.height, r.threads))
@@ -343,22 +475,25 @@ impl Report {
             c.runs,
             if c.runs == 1 { "" } else { "s" }
         );
+        for f in &m.ffmpeg_cli {
+            let _ = writeln!(t, "{}: {} ({})", f.tag, f.path.display(), f.version);
+        }
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "{:<14} {:<22} {:<22} {:<22} {:>8} {:>9}",
-            "pipeline", "wall s", "CPU s", "peak RSS MB", "CPU eff", "wall eff"
+            "{:<26} {:<22} {:<22} {:<22} {:>8} {:>9}",
+            "contender", "wall s", "CPU s", "peak RSS MB", "CPU eff", "wall eff"
         );
         let _ = writeln!(
             t,
-            "{:<14} {:<22} {:<22} {:<22}",
+            "{:<26} {:<22} {:<22} {:<22}",
             "", "median (min–max)", "median (min–max)", "median (min–max)"
         );
         for s in &self.summary {
             let _ = writeln!(
                 t,
-                "{:<14} {:<22} {:<22} {:<22} {:>8} {:>9}",
-                s.pipeline.label(),
+                "{:<26} {:<22} {:<22} {:<22} {:>8} {:>9}",
+                s.contender,
                 cell(&s.wall_s, 2),
                 cell(&s.cpu_s, 2),
                 cell(&s.max_rss_mb, 1),
@@ -369,7 +504,7 @@ impl Report {
         let f = &self.floor;
         let _ = writeln!(
             t,
-            "{:<14} {:<22} {:<22} (wall bound = max(CPU / {} cores, longest encode {:.2} s))",
+            "{:<26} {:<22} {:<22} (wall bound = max(CPU / {} cores, longest encode {:.2} s))",
             "floor",
             format!("{:.2} (bound)", f.wall_bound_s),
             cell(&f.cpu_s, 2),
@@ -389,27 +524,53 @@ impl Report {
             .join(" · ");
         let _ = writeln!(
             t,
-            "{:<14} decode {:.2} s CPU · {encodes}",
+            "{:<26} decode {:.2} s CPU · {encodes}",
             "", f.decode_cpu_s.median
         );
 
         let _ = writeln!(t);
         let _ = writeln!(
             t,
+            "single-command peers (each FFmpeg at its faster threading, by median wall):"
+        );
+        for p in &self.peers {
+            let walls = p
+                .wall_s
+                .iter()
+                .map(|(th, w)| format!("{} {w:.2} s", th.label()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let best = if self.best_peer.as_deref() == Some(p.name.as_str()) {
+                " · BEST"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                t,
+                "  {:<24} {} won ({walls}) · parity {}{best}",
+                p.name,
+                p.winner.describe(),
+                if p.parity { "yes" } else { "NO" }
+            );
+        }
+
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
             "quality vs the source scaled with bicubic (first run): PSNR dB / SSIM / kb/s"
         );
-        let _ = write!(t, "{:<20}", "rendition");
-        for p in Pipeline::ALL {
-            let _ = write!(t, " {:<26}", p.label());
+        let _ = write!(t, "{:<26}", "contender");
+        for r in &self.renditions {
+            let _ = write!(t, " {:<26}", format!("{} {}x{}", r.name, r.width, r.height));
         }
         let _ = writeln!(t);
-        for r in &self.renditions {
-            let _ = write!(t, "{:<20}", format!("{} {}x{}", r.name, r.width, r.height));
-            for p in Pipeline::ALL {
+        for s in &self.summary {
+            let _ = write!(t, "{:<26}", s.contender);
+            for r in &self.renditions {
                 let q = self
                     .quality
                     .iter()
-                    .find(|q| q.pipeline == p && q.rendition == r.name);
+                    .find(|q| q.contender == s.contender && q.rendition == r.name);
                 let text = match q {
                     Some(q) => format!(
                         "{:.2} / {:.4} / {:.0}",
@@ -427,50 +588,51 @@ impl Report {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "parity (in-process vs ffmpeg-single, every rendition: PSNR ±{} dB, SSIM ±{}, bitrate ±{:.0} %): {}",
+            "parity (in-process vs each peer's winning threading, every rendition: PSNR ±{} dB, SSIM ±{}, bitrate ±{:.0} %): {}",
             metrics::PSNR_TOLERANCE_DB,
             metrics::SSIM_TOLERANCE,
             metrics::BITRATE_TOLERANCE * 100.0,
             self.parity.to_uppercase()
         );
-        match &self.ratios {
-            Some(ratios) => {
-                for (k, r) in ratios {
-                    let _ = writeln!(
-                        t,
-                        "{k:<26} wall {}×  CPU {}×  peak RSS {}×",
-                        opt(r.wall, 3),
-                        opt(r.cpu, 3),
-                        opt(r.max_rss, 3)
-                    );
-                }
+        for check in self.parity_checks.iter().filter(|c| !c.check.passed()) {
+            for why in &check.check.failures {
+                let _ = writeln!(t, "  vs {} {}: {why}", check.against, check.check.rendition);
             }
-            None => {
-                for check in self.parity_checks.iter().filter(|c| !c.passed()) {
-                    for why in &check.failures {
-                        let _ = writeln!(t, "  {}: {why}", check.rendition);
-                    }
-                }
-                let _ = writeln!(
-                    t,
-                    "no speed ratio or efficiency reported: the pipelines did not produce the \
-                     same quality, so their times are not comparable"
-                );
-            }
+        }
+        for (k, r) in &self.ratios {
+            let best = match &self.best_peer {
+                Some(b) if k.ends_with(&format!("/{b}")) => " (best peer)",
+                _ => "",
+            };
+            let _ = writeln!(
+                t,
+                "{:<40} wall {}×  CPU {}×  peak RSS {}×",
+                format!("{k}{best}"),
+                opt(r.wall, 3),
+                opt(r.cpu, 3),
+                opt(r.max_rss, 3)
+            );
+        }
+        if self.ratios.is_empty() {
+            let _ = writeln!(
+                t,
+                "no speed ratio or efficiency reported: in-process is at quality parity with no \
+                 peer, so the times are not comparable"
+            );
         }
         // Padded columns leave trailing blanks; a pasted table is cleaner without them.
         t.lines().map(|l| format!("{}\n", l.trim_end())).collect()
     }
 
-    /// A grouped bar chart: per pipeline, median wall and CPU seconds with min–max whiskers;
+    /// A grouped bar chart: per contender, median wall and CPU seconds with min–max whiskers;
     /// the floor's CPU and wall bound as dashed lines across the chart.
     pub fn svg(&self) -> String {
-        const W: f64 = 760.0;
-        const H: f64 = 450.0;
+        const W: f64 = 900.0;
+        const H: f64 = 480.0;
         const LEFT: f64 = 70.0;
         const RIGHT: f64 = 130.0;
         const TOP: f64 = 80.0;
-        const BOTTOM: f64 = 90.0;
+        const BOTTOM: f64 = 120.0;
         const WALL: &str = "#4e79a7";
         const CPU: &str = "#f28e2b";
         let plot_w = W - LEFT - RIGHT;
@@ -514,7 +676,12 @@ impl Report {
             "{} cores ({}) · {} · {} · parity {}",
             self.machine.cores,
             self.machine.cpu_model,
-            self.machine.ffmpeg_cli,
+            self.machine
+                .ffmpeg_cli
+                .iter()
+                .map(|f| format!("ffmpeg {}", f.version))
+                .collect::<Vec<_>>()
+                .join(", "),
             self.machine.date,
             self.parity
         );
@@ -578,11 +745,13 @@ impl Report {
                     short_secs(spread.median)
                 );
             }
+            // Contender names are long (ffmpeg7.0-single-default): slanted, ending under
+            // their bars.
+            let ly = TOP + plot_h + 16.0;
             let _ = writeln!(
                 s,
-                r##"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" font-weight="bold">{}</text>"##,
-                TOP + plot_h + 20.0,
-                p.pipeline.label()
+                r##"<text x="{gx:.1}" y="{ly:.1}" text-anchor="end" font-size="11" font-weight="bold" transform="rotate(-20 {gx:.1} {ly:.1})">{}</text>"##,
+                xml(&p.contender)
             );
         }
         // Floor lines.
@@ -609,7 +778,7 @@ impl Report {
             );
         }
         // Legend, under the pipeline names.
-        let ly = TOP + plot_h + 44.0;
+        let ly = TOP + plot_h + 100.0;
         let mut lx = LEFT;
         for (color, label) in [(WALL, "wall time"), (CPU, "CPU time (user+sys)")] {
             let _ = writeln!(
@@ -745,21 +914,40 @@ mod tests {
         }
     }
 
-    fn fixture(in_process_psnr: f64) -> Derived {
+    fn ffmpeg(tag: &str) -> Ffmpeg {
+        Ffmpeg {
+            path: tag.into(),
+            version: format!("{tag}-test"),
+            tag: tag.into(),
+        }
+    }
+
+    /// Two FFmpegs: 5.1's tuned command is its faster, 7.0's default one; every single
+    /// command measures PSNR 40.0 but 7.0's default (`ff7_default_psnr`).
+    fn fixture(in_process_psnr: f64, ff7_default_psnr: f64) -> Derived {
+        let contenders = Contender::round(&[ffmpeg("ffmpeg5.1"), ffmpeg("ffmpeg7.0")]);
         let runs: Vec<RunRecord> = [
-            (Pipeline::SeedCli, 10.0, 18.0),
-            (Pipeline::FfmpegSingle, 8.0, 15.0),
-            (Pipeline::InProcess, 6.0, 12.0),
+            ("seed-cli", 10.0, 18.0),
+            ("ffmpeg5.1-single-default", 8.5, 15.0),
+            ("ffmpeg5.1-single-tuned", 8.0, 15.0),
+            ("ffmpeg7.0-single-default", 7.5, 14.0),
+            ("ffmpeg7.0-single-tuned", 7.8, 14.0),
+            ("in-process", 6.0, 12.0),
         ]
         .iter()
-        .map(|&(pipeline, wall, cpu)| RunRecord {
-            pipeline,
-            run: 1,
-            usage: usage(wall, cpu, 102_400),
-            cpu_s: cpu,
-            bytes: BTreeMap::new(),
-            parts: vec![],
-            self_reported_s: None,
+        .zip(&contenders)
+        .map(|(&(label, wall, cpu), c)| {
+            assert_eq!(label, c.label);
+            RunRecord {
+                contender: c.label.clone(),
+                pipeline: c.pipeline,
+                run: 1,
+                usage: usage(wall, cpu, 102_400),
+                cpu_s: cpu,
+                bytes: BTreeMap::new(),
+                parts: vec![],
+                self_reported_s: None,
+            }
         })
         .collect();
         let floor = vec![FloorRun {
@@ -769,8 +957,8 @@ mod tests {
             cpu_s: 11.0,
             longest_encode_wall_s: 5.0,
         }];
-        let q = |pipeline, psnr| QualityRecord {
-            pipeline,
+        let q = |contender: &str, psnr| QualityRecord {
+            contender: contender.into(),
             rendition: "360p".into(),
             width: 640,
             height: 360,
@@ -782,22 +970,53 @@ mod tests {
             },
         };
         let quality = vec![
-            q(Pipeline::FfmpegSingle, 40.0),
-            q(Pipeline::InProcess, in_process_psnr),
+            q("ffmpeg5.1-single-default", 40.0),
+            q("ffmpeg5.1-single-tuned", 40.0),
+            q("ffmpeg7.0-single-default", ff7_default_psnr),
+            q("ffmpeg7.0-single-tuned", 40.0),
+            q("in-process", in_process_psnr),
         ];
-        derive(&runs, &floor, &quality, &[rung()], 2)
+        derive(&contenders, &runs, &floor, &quality, &[rung()], 2)
+    }
+
+    #[test]
+    fn each_ffmpeg_is_one_peer_at_its_faster_threading() {
+        let d = fixture(40.05, 40.0);
+        let winners: Vec<(&str, Threading, &str)> = d
+            .peers
+            .iter()
+            .map(|p| (p.name.as_str(), p.winner, p.contender.as_str()))
+            .collect();
+        assert_eq!(
+            winners,
+            [
+                (
+                    "ffmpeg5.1-single",
+                    Threading::Tuned,
+                    "ffmpeg5.1-single-tuned"
+                ),
+                (
+                    "ffmpeg7.0-single",
+                    Threading::Default,
+                    "ffmpeg7.0-single-default"
+                ),
+            ]
+        );
+        assert_eq!(d.peers[0].wall_s[&Threading::Default], 8.5);
+        assert_eq!(d.best_peer.as_deref(), Some("ffmpeg7.0-single"));
+        assert!(d.passed());
     }
 
     #[test]
     fn ratios_and_efficiencies_come_from_the_medians_when_parity_holds() {
-        let d = fixture(40.05);
-        let ratios = d.ratios.expect("parity passed");
-        let single = ratios["in-process/ffmpeg-single"];
-        assert_eq!(single.wall, Some(0.75));
-        assert_eq!(single.cpu, Some(0.8));
-        assert_eq!(single.max_rss, Some(1.0));
-        assert_eq!(ratios["in-process/seed-cli"].wall, Some(0.6));
-        let ours = &d.summary[2];
+        let d = fixture(40.05, 40.0);
+        let best = d.ratios["in-process/ffmpeg7.0-single"];
+        assert_eq!(best.wall, Some(0.8));
+        assert_eq!(best.cpu, Some(12.0 / 14.0));
+        assert_eq!(best.max_rss, Some(1.0));
+        assert_eq!(d.ratios["in-process/ffmpeg5.1-single"].wall, Some(0.75));
+        assert_eq!(d.ratios["in-process/seed-cli"].wall, Some(0.6));
+        let ours = &d.summary[5];
         assert_eq!(ours.pipeline, Pipeline::InProcess);
         assert_eq!(ours.cpu_efficiency, Some(11.0 / 12.0));
         // bound = max(11 / 2, 5) = 5.5 s
@@ -806,10 +1025,28 @@ mod tests {
     }
 
     #[test]
-    fn a_parity_failure_withholds_every_ratio() {
-        let d = fixture(39.5);
-        assert!(d.ratios.is_none());
+    fn a_peer_off_parity_gets_no_ratio_and_is_not_the_best() {
+        let d = fixture(40.05, 41.0);
+        assert!(!d.passed());
+        assert!(!d.peers[1].parity && d.peers[0].parity);
+        assert!(!d.ratios.contains_key("in-process/ffmpeg7.0-single"));
+        assert_eq!(d.best_peer.as_deref(), Some("ffmpeg5.1-single"));
+        assert!(d.ratios.contains_key("in-process/seed-cli"));
+        let failed: Vec<&str> = d
+            .parity_checks
+            .iter()
+            .filter(|c| !c.check.passed())
+            .map(|c| c.against.as_str())
+            .collect();
+        assert_eq!(failed, ["ffmpeg7.0-single-default"]);
+    }
+
+    #[test]
+    fn parity_with_no_peer_withholds_every_ratio_and_efficiency() {
+        let d = fixture(39.5, 40.0);
+        assert!(!d.passed());
+        assert!(d.ratios.is_empty());
+        assert!(d.best_peer.is_none());
         assert!(d.summary.iter().all(|s| s.cpu_efficiency.is_none()));
-        assert!(!d.parity_checks[0].passed());
     }
 }
