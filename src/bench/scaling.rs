@@ -21,9 +21,9 @@ use super::{BenchArgs, Common};
 pub struct ThreadPlan {
     /// Video decoder threads (`media::demux`: one; decoding is a small share of the job).
     pub decoder_threads: usize,
-    /// x264 threads per rendition (`media::split_threads`: the budget split by pixels, at
-    /// least one each); x264 picks its lookahead threads itself.
-    pub x264_threads: BTreeMap<String, usize>,
+    /// x264 threads per rendition, in ladder order (`media::split_threads`: the budget split
+    /// by pixels, at least one each); x264 picks its lookahead threads itself.
+    pub x264_threads: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -282,7 +282,7 @@ fn summarize(
                 metrics::ratio(ours, seed),
             );
         }
-        if let Some(best) = best_seed {
+        if let Some(best) = best_seed.filter(|b| b.jobs != s.jobs) {
             ratios.insert(
                 format!("in-process K={}/seed-cli best K={}", s.jobs, best.jobs),
                 metrics::ratio(ours, best.jobs_per_hour.median),
@@ -345,50 +345,56 @@ impl ThroughputReport {
     }
 }
 
-fn jobs_for(
-    pipeline: Pipeline,
-    k: usize,
-    run: usize,
-    clips: &[Clip],
-    common: &Common,
-    base: &Setup,
-    qualities: &[String],
-    out: &Path,
-) -> Vec<Job> {
-    let threads = (num_cpus::get() / k).max(1);
-    clips
-        .iter()
-        .enumerate()
-        .map(|(i, clip)| {
-            let setup = Setup {
-                source: clip.path.clone(),
-                ..base.clone()
-            };
-            let label = format!("run{run}-{}-k{k}-job{i:02}", pipeline.label());
-            let dir = out
-                .join(format!("{}-k{k}", pipeline.label()))
-                .join(format!("job{i:02}"));
-            let commands = match pipeline {
-                Pipeline::InProcess => vec![Command::new(
-                    &common.exe,
-                    pipelines::in_process_args(&setup, qualities, &dir, Some(threads)),
-                )],
-                _ => setup
-                    .rungs
-                    .iter()
-                    .map(|r| {
-                        Command::new(common.ffmpeg(), pipelines::seed_cli_args(&setup, r, &dir))
-                    })
-                    .collect(),
-            };
-            Job {
-                label,
-                fresh_dir: pipeline == Pipeline::InProcess,
-                dir,
-                commands,
-            }
-        })
-        .collect()
+/// What every batch's jobs are made from.
+struct Host<'a> {
+    common: &'a Common,
+    clips: Vec<Clip>,
+    /// The ladder and settings; each job swaps in its clip as the source.
+    base: Setup,
+    qualities: Vec<String>,
+    out: PathBuf,
+}
+
+impl Host<'_> {
+    /// The `pipeline`'s N jobs for a batch of `k` at a time in run `run`.
+    fn jobs(&self, pipeline: Pipeline, k: usize, run: usize) -> Vec<Job> {
+        let (common, qualities) = (self.common, &self.qualities);
+        let threads = (num_cpus::get() / k).max(1);
+        self.clips
+            .iter()
+            .enumerate()
+            .map(|(i, clip)| {
+                let setup = Setup {
+                    source: clip.path.clone(),
+                    ..self.base.clone()
+                };
+                let label = format!("run{run}-{}-k{k}-job{i:02}", pipeline.label());
+                let dir = self
+                    .out
+                    .join(format!("{}-k{k}", pipeline.label()))
+                    .join(format!("job{i:02}"));
+                let commands = match pipeline {
+                    Pipeline::InProcess => vec![Command::new(
+                        &common.exe,
+                        pipelines::in_process_args(&setup, qualities, &dir, Some(threads)),
+                    )],
+                    _ => setup
+                        .rungs
+                        .iter()
+                        .map(|r| {
+                            Command::new(common.ffmpeg(), pipelines::seed_cli_args(&setup, r, &dir))
+                        })
+                        .collect(),
+                };
+                Job {
+                    label,
+                    fresh_dir: pipeline == Pipeline::InProcess,
+                    dir,
+                    commands,
+                }
+            })
+            .collect()
+    }
 }
 
 pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()> {
@@ -400,8 +406,13 @@ pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()
     // Every clip has the source's size, so one ladder serves all; the thread plan inside each
     // in-process job follows its --threads.
     let base = common.setup(args, cores)?;
-    let qualities = common.qualities(args, &base);
-    let out = args.out.join("throughput");
+    let host = Host {
+        common,
+        qualities: common.qualities(args, &base),
+        base,
+        clips,
+        out: args.out.join("throughput"),
+    };
     eprintln!(
         "bench --videos {videos} --jobs {}: {} clips of {} ({}), {} run(s)",
         args.jobs
@@ -409,7 +420,7 @@ pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
-        clips.len(),
+        host.clips.len(),
         common.source.display(),
         common.kind.describe(),
         args.runs
@@ -419,7 +430,7 @@ pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()
     for run in 1..=args.runs {
         for &k in &args.jobs {
             for pipeline in [Pipeline::SeedCli, Pipeline::InProcess] {
-                let jobs = jobs_for(pipeline, k, run, &clips, common, &base, &qualities, &out);
+                let jobs = host.jobs(pipeline, k, run);
                 for (n, cmd) in jobs[0].commands.iter().enumerate() {
                     commands
                         .entry(format!("{}-k{k}-{n}", pipeline.label()))
@@ -438,7 +449,7 @@ pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()
                 );
                 let (per_job, wall_s) = run_batch(&jobs, k, &common.logs)?;
                 for job in &jobs {
-                    for rung in &base.rungs {
+                    for rung in &host.base.rungs {
                         if rendition_bytes(&job.dir, &rung.name)? == 0 {
                             bail!("{} produced no {} segments", job.label, rung.name);
                         }
@@ -459,14 +470,14 @@ pub(super) fn run(args: &BenchArgs, common: &Common, videos: usize) -> Result<()
             }
         }
     }
-    let output_minutes = clips.iter().map(|c| c.duration_s).sum::<f64>() / 60.0;
+    let output_minutes = host.clips.iter().map(|c| c.duration_s).sum::<f64>() / 60.0;
     let (summary, ratios) = summarize(&batches, output_minutes, videos, cores);
     let report = ThroughputReport {
         machine: super::machine(&common.ffmpegs),
         source: common.source.display().to_string(),
         source_kind: common.kind.describe(),
-        clips,
-        qualities,
+        clips: host.clips,
+        qualities: host.qualities,
         preset: args.preset.clone(),
         runs: args.runs,
         summary,
@@ -541,9 +552,7 @@ mod tests {
         assert_eq!(ours.peak_rss_mb_per_job.max, 600.0);
         assert_eq!(ours.threads_per_job, Some(1));
         assert_eq!(ratios["in-process K=2/seed-cli K=2"], Some(120.0 / 90.0));
-        assert_eq!(
-            ratios["in-process K=2/seed-cli best K=2"],
-            Some(120.0 / 90.0)
-        );
+        // Seed-cli's best K is this K: no second line saying the same.
+        assert_eq!(ratios.len(), 1);
     }
 }
