@@ -104,10 +104,13 @@ impl SourceKind {
         match self {
             SourceKind::Footage(credit) => format!("real footage: {credit}"),
             SourceKind::Given => "given source".into(),
-            SourceKind::Synthetic(s) => format!(
-                "synthetic testsrc2 {}p {} s (smoke only: test patterns encode unlike footage)",
-                s.height, s.seconds
-            ),
+            // Test patterns decode and encode unlike camera footage or film: never a result.
+            SourceKind::Synthetic(s) => {
+                format!(
+                    "synthetic testsrc2 {}p {} s (smoke only)",
+                    s.height, s.seconds
+                )
+            }
         }
     }
 }

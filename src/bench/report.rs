@@ -689,7 +689,9 @@ impl Report {
             if self.config.runs == 1 { "" } else { "s" }
         );
         let source = format!(
-            "{} ({}x{}, {:.1} s) → {}",
+            "{} · {} ({}x{}, {:.1} s) → {}",
+            // "real footage: <credit>" is long; the table and report.json carry the credit.
+            self.config.source_kind.split(':').next().unwrap_or(""),
             self.config.source.rsplit('/').next().unwrap_or(""),
             self.source.width,
             self.source.height,
@@ -806,7 +808,7 @@ impl Report {
             );
         }
         // Legend, under the pipeline names.
-        let ly = TOP + plot_h + 100.0;
+        let ly = TOP + plot_h + 84.0;
         let mut lx = LEFT;
         for (color, label) in [(WALL, "wall time"), (CPU, "CPU time (user+sys)")] {
             let _ = writeln!(
@@ -828,7 +830,7 @@ impl Report {
         if !self.passed() {
             let _ = writeln!(
                 s,
-                r##"<text x="{LEFT}" y="{:.1}" fill="#c00" font-weight="bold">parity FAILED: the times are not comparable (see report.json)</text>"##,
+                r##"<text x="{LEFT}" y="{:.1}" fill="#c00" font-weight="bold">parity FAILED against a peer: its ratios are withheld (see the table or report.json)</text>"##,
                 H - 12.0
             );
         }
