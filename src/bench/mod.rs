@@ -347,16 +347,23 @@ fn resolve_ffmpegs(given: &[PathBuf]) -> Result<Vec<Ffmpeg>> {
             }
             Err(e) => return Err(e),
         };
-        let base = Ffmpeg::tag_of(&version);
-        let mut tag = base.clone();
-        let mut n = 1;
-        while ffmpegs.iter().any(|f| f.tag == tag) {
-            n += 1;
-            tag = format!("{base}-{n}");
-        }
+        let tag = unique_tag(&ffmpegs, Ffmpeg::tag_of(&version));
         ffmpegs.push(Ffmpeg { path, version, tag });
     }
     Ok(ffmpegs)
+}
+
+/// `base`, or `base-2`, `base-3`… when an FFmpeg already has it (two builds of one version
+/// are two peers, and their labels name their output directories).
+fn unique_tag(ffmpegs: &[Ffmpeg], base: String) -> String {
+    let taken = |tag: &str| ffmpegs.iter().any(|f| f.tag == tag);
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|tag| !taken(tag))
+        .unwrap_or(base)
 }
 
 /// The real footage setup fetched: the first `*.mp4` in target/footage with a `.credit` line
@@ -482,5 +489,40 @@ pub fn run(args: &BenchArgs) -> Result<Parity> {
         Ok(Parity::Passed)
     } else {
         compare::run(args, &common)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_builds_of_one_version_get_distinct_tags() {
+        let mut ffmpegs = Vec::new();
+        for version in ["5.1.9-0+deb12u1", "7.0.2-static", "5.1.6", "5.1.9"] {
+            let tag = unique_tag(&ffmpegs, Ffmpeg::tag_of(version));
+            ffmpegs.push(Ffmpeg {
+                path: version.into(),
+                version: version.into(),
+                tag,
+            });
+        }
+        let tags: Vec<&str> = ffmpegs.iter().map(|f| f.tag.as_str()).collect();
+        assert_eq!(
+            tags,
+            ["ffmpeg5.1", "ffmpeg7.0", "ffmpeg5.1-2", "ffmpeg5.1-3"]
+        );
+    }
+
+    #[test]
+    fn synthetic_sources_are_labelled_smoke_only() {
+        let s = Synthetic::parse("1080p:10").unwrap();
+        assert_eq!(
+            SourceKind::Synthetic(s).describe(),
+            "synthetic testsrc2 1080p 10 s (smoke only)"
+        );
+        assert!(SourceKind::Footage("Big Buck Bunny · CC BY 3.0".into())
+            .describe()
+            .starts_with("real footage: Big Buck Bunny"));
     }
 }
