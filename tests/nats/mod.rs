@@ -761,3 +761,99 @@ pub fn child_pids(parent: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// A JetStream cluster on loopback (tests/queue_cluster.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// One node of a [`NatsCluster`]: its `server_name`, the server, and its monitoring port
+/// (`/connz` tells which node a client is connected to).
+pub struct ClusterNode {
+    pub name: String,
+    pub server: NatsServer,
+    pub monitor_port: u16,
+}
+
+/// `size` nats-servers with JetStream, each with its own store, routed to each other on
+/// loopback: the production shape of NATS. Every node is killed on drop.
+pub struct NatsCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> NatsCluster {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                let monitor_port = free_port();
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                    .collect();
+                let config = format!(
+                    "server_name: {name}\nhttp: \"127.0.0.1:{monitor_port}\"\n\
+                     cluster {{\n  name: vw-test\n  listen: \"127.0.0.1:{}\"\n  \
+                     routes: [{}]\n}}\n",
+                    route_ports[i],
+                    routes.join(", ")
+                );
+                ClusterNode {
+                    name,
+                    server: NatsServer::start_with(Some(&config)),
+                    monitor_port,
+                }
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma separated (what a deployment gives its clients).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.server.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&mut self, name: &str) -> &mut ClusterNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no cluster node {name}"))
+    }
+
+    /// The node that holds a client connection named `connection_name`, from each node's
+    /// monitoring `/connz`.
+    pub fn node_serving(&self, connection_name: &str) -> Option<String> {
+        let needle = format!("\"name\": \"{connection_name}\"");
+        self.nodes
+            .iter()
+            .find(|n| {
+                http_get(n.monitor_port, "/connz")
+                    .is_some_and(|body| body.replace("\":\"", "\": \"").contains(&needle))
+            })
+            .map(|n| n.name.clone())
+    }
+
+    /// Every node's log, for assertion messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("----- {} -----\n{}", n.name, n.server.log()))
+            .collect()
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body, or None when the server is not answering.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
