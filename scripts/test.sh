@@ -4,7 +4,10 @@
 #   ./scripts/test.sh [extra cargo test arguments, e.g. a name filter or -- --nocapture]
 #
 # 1. `cargo test --all-targets` (plus doc tests) with NATS_SERVER_BIN = Debian's nats-server
-#    2.9.10 (unless NATS_SERVER_BIN is already set);
+#    2.9.10 (unless NATS_SERVER_BIN is already set). Besides the unit and integration tests this
+#    runs issue 7's proof as ordinary cargo tests, so the summary counts them: tests/fuzz.rs (a
+#    fixed-seed pass of 600 mutated media through `transcode`; the long run is scripts/fuzz.sh),
+#    tests/memcheck.rs (scripts/valgrind.sh) and tests/queue_cluster.rs (a 3-node cluster);
 # 2. run_current_server_suite: the NATS tests (tests/queue*.rs) again against a current
 #    nats-server (>= 2.10, from setup.sh), when one is installed; CI requires it.
 # Ends with one line "total: N passed, N failed, N skipped" summing every cargo test run.

@@ -130,7 +130,9 @@ fn make_seeds(dir: &Path) -> Vec<Seed> {
         v.extend_from_slice(extra);
         v
     };
-    let specs: Vec<(&'static str, Vec<Vec<String>>, Vec<&'static str>)> = vec![
+    // (file name, lavfi inputs, encoder arguments)
+    type Spec = (&'static str, Vec<Vec<String>>, Vec<&'static str>);
+    let specs: Vec<Spec> = vec![
         (
             "seed.mp4",
             vec![video(), test_tone(48_000, 0.6)],
