@@ -562,7 +562,8 @@ fn run_case(input: &Path, dir: &Path) -> CaseResult {
             entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains("staging"))
+                // A staging dir, or a previous output parked during the publish.
+                .filter(|n| n.contains("staging") || n.contains(".old-"))
                 .collect()
         })
         .unwrap_or_default();
@@ -722,7 +723,9 @@ fn mutated_media_ends_as_a_job_outcome_without_crash_hang_or_staging_leak() {
                     path.display().to_string()
                 };
                 let mut t = tally.lock().expect("tally");
-                t.slowest = t.slowest.max(result.elapsed);
+                if result.ending != Ending::Hang {
+                    t.slowest = t.slowest.max(result.elapsed);
+                }
                 match &result.ending {
                     Ending::Transcoded => t.transcoded += 1,
                     Ending::Refused(kind, message) => {
@@ -763,7 +766,7 @@ fn mutated_media_ends_as_a_job_outcome_without_crash_hang_or_staging_leak() {
     let t = tally.into_inner().expect("tally");
     let wall = started.elapsed();
     println!(
-        "fuzz: {} mutants (seed {seed:#x}, {jobs} at a time) in {:.1} s, slowest {:.1} s: \
+        "fuzz: {} mutants (seed {seed:#x}, {jobs} at a time) in {:.1} s, slowest finished case {:.1} s: \
          {} transcoded, refused {:?}; {} signal deaths, {} hangs, {} staging leaks, {} not an \
          outcome, {} internal",
         cases.len(),
