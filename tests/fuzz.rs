@@ -42,6 +42,8 @@ const CI_SEED: u64 = 0x7669_6465_6f2d_7731; // "video-w1"
 const DEFAULT_JOBS: usize = 2;
 /// A tiny input that runs longer than this is a hang: an intact seed takes well under 1 s.
 const CASE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A finished case slower than this is listed, to see how close the others come to the timeout.
+const SLOW: Duration = Duration::from_secs(5);
 /// Address-space cap of each case: a mutant that makes the worker allocate gigabytes shows as a
 /// failed allocation (an abort, counted as a signal death) instead of pushing the machine into
 /// the kernel's OOM killer. The intact seeds peak near 80 MB resident; x264 and the FFmpeg
@@ -668,6 +670,8 @@ struct Tally {
     staging_leaks: Vec<String>,
     not_outcomes: Vec<String>,
     internal: Vec<String>,
+    /// Finished, but slower than [`SLOW`]: printed, so that a timeout near the limit shows.
+    slow: Vec<String>,
     slowest: Duration,
 }
 
@@ -723,6 +727,13 @@ fn mutated_media_ends_as_a_job_outcome_without_crash_hang_or_staging_leak() {
                     path.display().to_string()
                 };
                 let mut t = tally.lock().expect("tally");
+                if result.ending != Ending::Hang && result.elapsed > SLOW {
+                    t.slow.push(format!(
+                        "{what}: {:?} after {:.1} s",
+                        result.ending,
+                        result.elapsed.as_secs_f64()
+                    ));
+                }
                 if result.ending != Ending::Hang {
                     t.slowest = t.slowest.max(result.elapsed);
                 }
@@ -786,6 +797,7 @@ fn mutated_media_ends_as_a_job_outcome_without_crash_hang_or_staging_leak() {
         ("staging leak", &t.staging_leaks),
         ("not an outcome", &t.not_outcomes),
         ("internal error kind (finding)", &t.internal),
+        ("slow (information)", &t.slow),
     ] {
         for line in list {
             println!("fuzz finding, {label}: {line}");
