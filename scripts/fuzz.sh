@@ -11,7 +11,8 @@
 # outcome. Those inputs are saved under tests/fuzz_corpus/ (or VW_FUZZ_CRASH_DIR): commit the
 # small ones, they are replayed by `cargo test --test fuzz`.
 #
-# Replay one case: VW_FUZZ_SEED=<seed> VW_FUZZ_ONLY=<case> cargo test --test fuzz mutated -- --nocapture
+# Replay one case:
+#   VW_FUZZ_SEED=<seed> VW_FUZZ_ONLY=<case> cargo test --test fuzz mutated -- --nocapture
 #
 # Environment: VW_FUZZ_JOBS (mutants at once; default: the number of cores),
 #              VW_FUZZ_CRASH_DIR (where findings are saved).

