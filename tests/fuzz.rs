@@ -840,6 +840,36 @@ fn every_fuzz_seed_transcodes_intact() {
     }
 }
 
+/// The driver's own check: a process killed by SIGSEGV is counted as a signal death, and an
+/// exit 1 without the error object is not taken for a job outcome.
+#[test]
+fn driver_tells_a_signal_death_from_a_job_outcome() {
+    let crashed = Command::new("sh")
+        .args(["-c", "kill -SEGV $$"])
+        .status()
+        .expect("run sh");
+    assert!(matches!(
+        classify(crashed, "", ""),
+        Ending::Signal(libc::SIGSEGV, _)
+    ));
+    let refused = Command::new("sh")
+        .args(["-c", "exit 1"])
+        .status()
+        .expect("run sh");
+    assert_eq!(
+        classify(
+            refused,
+            r#"{"error":{"kind":"invalid_media","message":"x"}}"#,
+            ""
+        ),
+        Ending::Refused("invalid_media".into(), "x".into())
+    );
+    assert!(matches!(
+        classify(refused, "not json", ""),
+        Ending::NotAnOutcome(_)
+    ));
+}
+
 /// Replays every saved crasher in `tests/fuzz_corpus/`: each must now end as a job outcome.
 fn replay_corpus(filter: impl Fn(&str) -> bool) {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus");
@@ -902,4 +932,6 @@ const KNOWN_OPEN: &[&str] = &[
     "hang-",
     // An audio format change mid-stream is reported as `internal` (review C13).
     "internal-",
+    // The frame size changes mid-stream and the filter graph reads out of bounds (review C2).
+    "signal11-review-c2",
 ];
