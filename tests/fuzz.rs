@@ -935,9 +935,9 @@ fn known_open_crashers_end_as_job_outcomes() {
 /// File-name prefixes of saved crashers whose fix is still open.
 const KNOWN_OPEN: &[&str] = &[
     // A video frame without a timestamp makes the fps filter emit frames forever (fuzz F1).
-    "hang-",
-    // An audio format change mid-stream is reported as `internal` (review C13).
-    "internal-",
-    // The frame size changes mid-stream and the filter graph reads out of bounds (review C2).
-    "signal11-review-c2",
+    "hang-766964656f2d7731-15.",
+    "hang-766964656f2d7731-304.",
+    "hang-766964656f2d7731-465.",
+    "hang-766964656f2d7731-510.",
+    "hang-766964656f2d7731-549.",
 ];
