@@ -5,16 +5,17 @@
 //! pushed through open, probe, decode and encode by the real binary:
 //! `video-worker transcode <in> <out> --quality 144p --preset ultrafast --threads 1 --json`.
 //!
-//! A run fails on any signal death (the process a crash inside the FFmpeg libraries would take
-//! down), any hang (no exit within [`CASE_TIMEOUT`]), any staging directory left beside the
-//! output, and any exit that is not a job outcome (status 0 or 1 with one JSON object, no panic).
-//! An `internal` error kind is printed as a finding but does not fail the run: it says our
-//! classification is wrong, not that the worker is unsafe.
+//! A run fails on any signal death (what a crash inside the FFmpeg libraries looks like), any
+//! hang (no exit within [`CASE_TIMEOUT`]), any staging directory or parked old output left beside
+//! the output, and any exit that is not a job outcome (status 0 or 1 with one JSON object, no
+//! panic). An `internal` error kind is printed as a finding but does not fail the run: it says
+//! our classification is wrong, not that the worker is unsafe.
 //!
 //! CI runs [`CI_ITERATIONS`] mutants with the fixed [`CI_SEED`], two at a time. A longer run:
-//! `VW_FUZZ_ITERATIONS=20000 VW_FUZZ_SEED=7 scripts/fuzz.sh` (see the script). Every input that
-//! killed or hung the binary is written to `tests/fuzz_corpus/` (or `VW_FUZZ_CRASH_DIR`) under a
-//! name that says what happened; `saved_crashers_end_as_job_outcomes` replays that folder.
+//! `scripts/fuzz.sh 20000 7` (see the script). Every input that killed or hung the binary, ended
+//! without a job outcome or got `internal` is written to `tests/fuzz_corpus/` (or
+//! `VW_FUZZ_CRASH_DIR`) under a name that says what happened;
+//! `saved_crashers_end_as_job_outcomes` replays that folder.
 //! One case is replayed alone with `VW_FUZZ_ONLY=<case number>` (same seed): the mutant of case
 //! N depends only on the seed and N, never on the order cases ran in.
 
