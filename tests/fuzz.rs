@@ -873,7 +873,7 @@ fn driver_tells_a_signal_death_from_a_job_outcome() {
 
 /// Replays every saved crasher in `tests/fuzz_corpus/`: each must now end as a job outcome,
 /// within [`SLOW`].
-fn replay_corpus(filter: impl Fn(&str) -> bool) {
+fn replay_corpus() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_corpus");
     let mut inputs: Vec<PathBuf> = fs::read_dir(&corpus)
         .map(|entries| {
@@ -884,12 +884,17 @@ fn replay_corpus(filter: impl Fn(&str) -> bool) {
                     p.is_file()
                         && p.file_name()
                             .and_then(|n| n.to_str())
-                            .is_some_and(|n| !n.ends_with(".md") && filter(n))
+                            .is_some_and(|n| !n.ends_with(".md"))
                 })
                 .collect()
         })
         .unwrap_or_default();
     inputs.sort();
+    assert!(
+        !inputs.is_empty(),
+        "no saved inputs in {}: the corpus is part of the repository",
+        corpus.display()
+    );
     let work = scratch_dir();
     let mut bad = Vec::new();
     for (n, input) in inputs.iter().enumerate() {
@@ -919,26 +924,9 @@ fn replay_corpus(filter: impl Fn(&str) -> bool) {
     );
 }
 
-/// Saved crashers that main handles today: they must keep ending as job outcomes.
+/// Every saved crasher (C2, C13, C15 and the untimed-frame hangs) must keep ending as a job
+/// outcome.
 #[test]
 fn saved_crashers_end_as_job_outcomes() {
-    replay_corpus(|name| !KNOWN_OPEN.iter().any(|k| name.starts_with(k)));
+    replay_corpus();
 }
-
-/// Crashers whose fix has not landed yet (named in tests/fuzz_corpus/README.md). Un-ignore once
-/// the fix is on main, then empty `KNOWN_OPEN`.
-#[test]
-#[ignore = "known open crashers: see KNOWN_OPEN and tests/fuzz_corpus/README.md"]
-fn known_open_crashers_end_as_job_outcomes() {
-    replay_corpus(|name| KNOWN_OPEN.iter().any(|k| name.starts_with(k)));
-}
-
-/// File-name prefixes of saved crashers whose fix is still open.
-const KNOWN_OPEN: &[&str] = &[
-    // A video frame without a timestamp makes the fps filter emit frames forever (fuzz F1).
-    "hang-766964656f2d7731-15.",
-    "hang-766964656f2d7731-304.",
-    "hang-766964656f2d7731-465.",
-    "hang-766964656f2d7731-510.",
-    "hang-766964656f2d7731-549.",
-];
