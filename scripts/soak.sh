@@ -19,7 +19,8 @@
 #      consumer has nothing pending, unacked or redelivered; the DLQ is empty;
 #    - no `.staging` directory is left; every output has its master.m3u8;
 #    - fds at the end = fds at the first sample; RSS at the end <= 1.25 x RSS at the first sample
-#      (the first sample is taken after 20 jobs, once the allocator and codec caches are warm).
+#      (the first sample is taken after 20 jobs, once the allocator and codec caches are warm);
+#      no job process (child of the worker, zombie or not) left after the last job.
 # Exit 0 when all hold.
 #
 # Environment: VW_BIN (default target/release/video-worker if built, else target/debug),
@@ -94,13 +95,15 @@ sample() {
     local rss fds
     rss="$(awk '/^VmRSS/{print $2}' "/proc/$WORKER_PID/status")"
     fds="$(find "/proc/$WORKER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l)"
-    echo "$1 $rss $fds" >>"$WORK/curve"
-    printf '%6s  %9s kB  %8s\n' "$1" "$rss" "$fds"
+    # Job processes (media work runs in a child per job); a zombie counts too.
+    children="$(pgrep -c -P "$WORKER_PID" || true)"
+    echo "$1 $rss $fds $children" >>"$WORK/curve"
+    printf '%6s  %9s kB  %8s  %8s\n' "$1" "$rss" "$fds" "$children"
 }
 
 log "soak: $JOBS jobs, binary $BIN, nats-server $(vw_nats_version "$NATS"), work dir $WORK"
 started=$(date +%s)
-printf '%6s  %12s  %8s\n' jobs 'RSS' 'open fds'
+printf '%6s  %12s  %8s  %8s\n' jobs 'RSS' 'open fds' children
 sample 0
 i=0
 while [ "$i" -lt "$JOBS" ]; do
@@ -166,9 +169,11 @@ curve = [tuple(map(int, l.split())) for l in open(f"{work}/curve")]
 first = next((c for c in curve if c[0] >= 20), curve[0])
 last = curve[-1]
 print(f"soak: {jobs} jobs in {elapsed} s; RSS {first[1]} kB after {first[0]} jobs -> {last[1]} kB after {last[0]}; "
-      f"fds {first[2]} -> {last[2]}; stream {st['stream']['messages']} messages, DLQ {st['dlq']['messages']}")
+      f"fds {first[2]} -> {last[2]}; children at the end {last[3]}; stream {st['stream']['messages']} messages, DLQ {st['dlq']['messages']}")
 if last[2] != first[2]:
     problems.append(f"open fds grew: {first[2]} -> {last[2]}")
+if last[3] != 0:
+    problems.append(f"{last[3]} job processes left after the last job")
 if last[1] > 1.25 * first[1]:
     problems.append(f"RSS grew: {first[1]} kB -> {last[1]} kB")
 for p in problems:
