@@ -31,19 +31,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// A staging directory untouched this long belongs to a job that died (a running job adds a
 /// segment file every few seconds, which updates the directory's times). Six hours is far
 /// beyond any pause between two segments, whatever the host or the pid that made it.
-pub const DEFAULT_STALE_STAGING_AGE: Duration = Duration::from_secs(6 * 3600);
-
-static STALE_STAGING_AGE_SECS: AtomicU64 = AtomicU64::new(DEFAULT_STALE_STAGING_AGE.as_secs());
-
-/// Sets the age after which [`sweep_stale`] removes another job's staging directory (the
-/// longest a job may go without writing a file, plus a margin).
-pub fn set_stale_staging_age(age: Duration) {
-    STALE_STAGING_AGE_SECS.store(age.as_secs().max(1), Ordering::Relaxed);
-}
-
-fn stale_staging_age() -> Duration {
-    Duration::from_secs(STALE_STAGING_AGE_SECS.load(Ordering::Relaxed))
-}
+const STALE_STAGING_AGE: Duration = Duration::from_secs(6 * 3600);
 
 /// Who asks to write an output directory: decides [`check_replaceable`].
 #[derive(Debug, Clone, Copy)]
@@ -316,7 +304,7 @@ fn idle_for(path: &Path) -> Option<Duration> {
 ///   not be shared between hosts on some network filesystems;
 /// - a previous output moved aside by a two-rename publish goes once the target is complete.
 pub fn sweep_stale(target: &Path) {
-    sweep_older_than(target, stale_staging_age());
+    sweep_older_than(target, STALE_STAGING_AGE);
 }
 
 fn sweep_older_than(target: &Path, max_age: Duration) {

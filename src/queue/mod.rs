@@ -10,11 +10,11 @@
 //! - [`redact`]: secrets out of URLs before they are logged or shown;
 //! - [`status`]: `video-worker streams`.
 
-pub mod callback;
+pub(crate) mod callback;
 pub mod connect;
-pub mod dlq;
-pub mod events;
-pub mod redact;
+pub(crate) mod dlq;
+pub(crate) mod events;
+pub(crate) mod redact;
 pub mod setup;
 pub mod status;
 pub mod submit;
