@@ -3,7 +3,9 @@
 //! in-progress acks, then sends the one final Ack, Nak or Term.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
@@ -97,6 +99,63 @@ pub(super) fn original_msg_id(headers: Option<&HeaderMap>) -> Option<String> {
         None => h
             .get(async_nats::header::NATS_MESSAGE_ID)
             .map(|v| v.to_string()),
+    }
+}
+
+/// How long the final Ack/Nak/Term keeps trying to get a real confirmation.
+const FINAL_ACK_PATIENCE: Duration = Duration::from_secs(30);
+/// How long one try waits for the server's answer.
+const FINAL_ACK_TRY: Duration = Duration::from_secs(5);
+
+/// Sends the final ack and waits until the consumer's leader confirms it.
+///
+/// async-nats' `double_ack_with` takes any reply as the confirmation, including the
+/// "503 no responders" status the server sends while the consumer has no leader (seen in a
+/// 3-node cluster when the stream leader was killed mid-job): the Ack was then lost and the
+/// job redelivered after its ack wait. Here a status reply or a timeout is retried with a
+/// short backoff until a real answer arrives or the patience runs out.
+async fn confirmed_ack(
+    client: &async_nats::Client,
+    msg: &jetstream::Message,
+    kind: AckKind,
+) -> Result<(), String> {
+    let Some(reply) = msg.reply.clone() else {
+        return Err("no reply subject: not a JetStream message".into());
+    };
+    let deadline = Instant::now() + FINAL_ACK_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let inbox = client.new_inbox();
+        let answer = async {
+            let mut sub = client
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .publish_with_reply(reply.clone(), inbox, kind.into())
+                .await
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(FINAL_ACK_TRY, sub.next()).await {
+                Err(_) => Err("no answer".to_string()),
+                Ok(None) => Err("subscription closed".to_string()),
+                Ok(Some(m)) => match m.status {
+                    None => Ok(()),
+                    Some(status) => Err(format!("answered with status {status}")),
+                },
+            }
+        };
+        let last = match answer.await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() + pause >= deadline {
+            return Err(format!(
+                "not confirmed within {FINAL_ACK_PATIENCE:?}: {last}"
+            ));
+        }
+        tracing::debug!(error = %last, ack = ?kind, "final ack not confirmed yet; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -234,7 +293,7 @@ impl JobMessage<'_> {
             }
         };
         keepalive.stop().await;
-        match self.msg.double_ack_with(final_ack).await {
+        match confirmed_ack(&self.shared.publisher.client, self.msg, final_ack).await {
             Ok(()) => {
                 if let (AckKind::Ack, Some(s)) = (final_ack, success) {
                     tracing::info!(
