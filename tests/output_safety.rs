@@ -1,6 +1,6 @@
 //! Nothing outside a job's own output is ever removed or replaced, and what is published is
 //! durable and written by one job at a time (issue 7, sections 1 and 5; review items C1, C16,
-//! S1, S4, S8). Through the real binary: `transcode` on the command line and `run` fed by a
+//! S1, S4, S5, S8). Through the real binary: `transcode` on the command line and `run` fed by a
 //! real nats-server.
 
 mod common;
@@ -246,6 +246,79 @@ fn a_transcode_waits_while_another_job_holds_the_outputs_lock() {
     let result = common::one_json_object(&run);
     assert_valid_hls(&source, &out, &result, &Expect::ladder(&["144p"]));
     assert!(!tmp.path().join(".hls.lock").exists(), "lock file left");
+}
+
+/// S4: a thumbnail job adds `thumbnail.jpg` under the output's lock: while another job holds
+/// it (and may be exchanging the directory) nothing is written; after the release the
+/// thumbnail is added, through a temporary name, and the lock file is gone.
+#[test]
+fn a_thumbnail_job_waits_while_another_job_holds_the_outputs_lock() {
+    use std::sync::atomic::AtomicBool;
+    use video_worker::media::{thumbnail, Limits};
+    let tmp = scratch_dir();
+    let source = h264_aac_mp4(tmp.path(), "upload.mp4", 320, 240, 1.0);
+    let out = tmp.path().join("thumbs");
+    let lock = fs::File::create(tmp.path().join(".thumbs.lock")).unwrap();
+    // SAFETY: flock on a descriptor `lock` owns and keeps open; no memory is passed.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let job = std::thread::spawn({
+        let (source, out) = (source.clone(), out.clone());
+        move || {
+            let cancel = AtomicBool::new(false);
+            thumbnail::thumbnail_only(&source, &out, 0.5, &Limits::default(), &cancel)
+        }
+    });
+    // Decoding half a second of 320x240 takes well under a second; 3 s later nothing may exist.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!job.is_finished(), "the thumbnail job did not wait");
+    assert!(
+        fs::symlink_metadata(&out).is_err(),
+        "written while the lock was held"
+    );
+    drop(lock);
+
+    let done = job.join().unwrap().expect("thumbnail job");
+    assert_eq!(done.path, out.join("thumbnail.jpg"));
+    let jpeg = fs::read(&done.path).unwrap();
+    assert_eq!(jpeg.len() as u64, done.bytes);
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]) && jpeg.ends_with(&[0xFF, 0xD9]));
+    let names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["thumbnail.jpg"], "no temporary file left");
+    assert!(!tmp.path().join(".thumbs.lock").exists(), "lock file left");
+}
+
+/// S5: the output path was checked as a folder, then a symlink to another folder was put in
+/// its place: the thumbnail job is refused as `invalid_request` and writes nothing there.
+#[test]
+fn a_thumbnail_job_refuses_a_symlink_swapped_onto_its_output_and_writes_nothing_through_it() {
+    use std::sync::atomic::AtomicBool;
+    use video_worker::media::{thumbnail, Limits};
+    let tmp = scratch_dir();
+    let root = tmp.path().canonicalize().unwrap();
+    let source = h264_aac_mp4(&root, "upload.mp4", 320, 240, 1.0);
+    let elsewhere = root.join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let out = root.join("thumbs");
+    std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+
+    let cancel = AtomicBool::new(false);
+    let e = thumbnail::thumbnail_only(&source, &out, 0.5, &Limits::default(), &cancel)
+        .expect_err("a symlinked output is refused");
+    assert_eq!(e.kind, video_worker::ErrorKind::InvalidRequest, "{e}");
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through the symlink"
+    );
+    assert!(
+        fs::symlink_metadata(&out).unwrap().file_type().is_symlink(),
+        "the symlink itself is left alone"
+    );
+    assert!(!root.join(".thumbs.lock").exists(), "lock file left");
 }
 
 /// S4: two concurrent transcodes of one output: both succeed one after the other, and the

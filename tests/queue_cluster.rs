@@ -4,54 +4,19 @@
 //! acked exactly once, its output is complete, and its `video.processed` event is stored once,
 //! with no `video.failed`.
 //!
-//! The worker gets every node's URL, as a deployment would. It has no option for the replica
-//! count (its setup creates R1 streams), so the test creates the R3 topology itself from the
-//! worker's own `Topology` configs and runs the worker with `--no-setup`.
+//! The worker gets every node's URL, as a deployment would, and `--replicas 3`: its own setup
+//! creates the R3 streams, and the consumer inherits the stream's replicas.
 
 mod nats;
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, stream};
 use nats::*;
 use serde_json::Value;
-use video_worker::job::JobKind;
-use video_worker::queue::Topology;
 
 const T: Duration = Duration::from_secs(120);
 const REPLICAS: usize = 3;
-
-/// Creates the worker's streams and process consumer with `REPLICAS` replicas, retrying while
-/// the cluster elects its JetStream meta leader.
-async fn create_replicated_topology(js: &jetstream::Context) {
-    let topology = Topology::default();
-    let with_replicas = |mut c: stream::Config| {
-        c.num_replicas = REPLICAS;
-        c
-    };
-    for config in [
-        with_replicas(topology.stream_config()),
-        with_replicas(topology.dlq_config()),
-    ] {
-        eventually(T, &format!("stream {} R3 created", config.name), || {
-            let config = config.clone();
-            async move { js.get_or_create_stream(config).await.ok().map(|_| ()) }
-        })
-        .await;
-    }
-    let consumer = pull::Config {
-        num_replicas: REPLICAS,
-        ..topology.consumer_config(JobKind::Process)
-    };
-    eventually(T, "consumer R3 created", || {
-        let consumer = consumer.clone();
-        async move {
-            let stream = js.get_stream_no_info(STREAM).await.ok()?;
-            stream.create_consumer(consumer).await.ok().map(|_| ())
-        }
-    })
-    .await;
-}
 
 /// A test client that knows every node, so it outlives the loss of any one.
 async fn cluster_client(cluster: &NatsCluster) -> (async_nats::Client, jetstream::Context) {
@@ -203,20 +168,28 @@ async fn job_survives_losing_the_workers_node_and_then_the_stream_leader() {
     let mut cluster = NatsCluster::start(REPLICAS);
     let s = Scratch::new();
     let (_client, js) = cluster_client(&cluster).await;
-    create_replicated_topology(&js).await;
-    let consumer = try_consumer_info(&js).await.expect("consumer info");
-    assert_eq!(
-        consumer.cluster.as_ref().map(|c| c.replicas.len()),
-        Some(REPLICAS - 1),
-        "the consumer is replicated on every node"
-    );
+    // The worker's setup needs the cluster's JetStream meta leader, elected after start-up.
+    // It answers "stream not found" (rather than "temporarily unavailable") once there is one.
+    eventually(T, "the JetStream meta leader", || async {
+        use async_nats::jetstream::context::GetStreamErrorKind;
+        match js.get_stream(STREAM).await.err()?.kind() {
+            GetStreamErrorKind::JetStream(e)
+                if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    })
+    .await;
 
     let mut args = base_args(&cluster.urls(), &s.root());
     args.extend(
         [
             "--kinds",
             "process",
-            "--no-setup",
+            "--replicas",
+            "3",
             "--nats-name",
             "vw-cluster-worker",
         ]
@@ -225,6 +198,21 @@ async fn job_survives_losing_the_workers_node_and_then_the_stream_leader() {
     );
     let worker = Worker::spawn("w1", &s.logs(), &args);
     worker.wait_log("serving", T);
+    for name in [STREAM, DLQ] {
+        let info = stream_info(&js, name).await.expect("stream info");
+        assert_eq!(info.config.num_replicas, REPLICAS, "{name}");
+        assert_eq!(
+            info.cluster.map(|c| c.replicas.len()),
+            Some(REPLICAS - 1),
+            "{name} is replicated on every node"
+        );
+    }
+    let consumer = try_consumer_info(&js).await.expect("consumer info");
+    assert_eq!(
+        consumer.cluster.as_ref().map(|c| c.replicas.len()),
+        Some(REPLICAS - 1),
+        "the consumer inherits the stream's replicas: on every node"
+    );
 
     // Job 1: the node the worker is connected to dies mid-job (kill -9).
     let (job1, output1) = long_job(&s, "cluster-1");

@@ -82,21 +82,31 @@ pub(crate) fn open_dir(path: &Path, create: bool) -> Result<File, WalkError> {
             }
         };
         shown.push(name);
-        let next = match open_nofollow(&dir, name, true) {
-            Ok(next) => next,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                match std::fs::create_dir(fd_path(&dir).join(name)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(WalkError::Io(e)),
-                }
-                open_nofollow(&dir, name, true).map_err(|e| classify(e, &dir, name, &shown))?
-            }
-            Err(e) => return Err(classify(e, &dir, name, &shown)),
-        };
-        dir = next;
+        dir = open_child_dir(&dir, name, &shown, create)?;
     }
     Ok(dir)
+}
+
+/// Opens the directory `name` inside the open directory `parent` without following a
+/// symlink, creating it when it is missing and `create` is set. `shown` names it in errors.
+pub(crate) fn open_child_dir(
+    parent: &File,
+    name: &std::ffi::OsStr,
+    shown: &Path,
+    create: bool,
+) -> Result<File, WalkError> {
+    match open_nofollow(parent, name, true) {
+        Ok(dir) => Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            match std::fs::create_dir(fd_path(parent).join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(WalkError::Io(e)),
+            }
+            open_nofollow(parent, name, true).map_err(|e| classify(e, parent, name, shown))
+        }
+        Err(e) => Err(classify(e, parent, name, shown)),
+    }
 }
 
 /// Device and inode of the file at `path`, opened without following any symlink on the way:

@@ -424,6 +424,77 @@ impl Drop for OutputLock {
     }
 }
 
+/// A confined walk's failure for the output `shown`: a symlink swapped in since the path was
+/// checked refuses the job; anything else is an I/O failure at `at`.
+fn confined(shown: &Path, at: &Path, e: WalkError) -> JobError {
+    match e {
+        WalkError::Symlink(_) => {
+            JobError::invalid_request(format!("output directory {}: {e}", shown.display()))
+        }
+        WalkError::Io(e) => io("creating", at, e),
+    }
+}
+
+/// Opens (creating what is missing) the parent of the output directory `shown` without
+/// following any symlink on the way, and returns it with the output's name.
+fn open_parent(shown: &Path) -> Result<(File, std::ffi::OsString)> {
+    let absolute = std::path::absolute(shown).map_err(|e| io("resolving", shown, e))?;
+    let name = absolute
+        .file_name()
+        .map(|n| n.to_os_string())
+        .ok_or_else(|| {
+            JobError::invalid_request(format!("output directory {} has no name", shown.display()))
+        })?;
+    let parent = parent_of(&absolute);
+    let parent_dir = confine::open_dir(parent, true).map_err(|e| confined(shown, parent, e))?;
+    Ok((parent_dir, name))
+}
+
+/// Adds the one file `name` to the output directory `output_dir` (made when missing), for a
+/// job that adds a file to an output instead of replacing it (`video.thumbnail`); `write`
+/// writes the file at the path it is given. Returns the file's size.
+///
+/// Under the output's lock, so that a job publishing the same output meanwhile (which
+/// exchanges the directory) cannot make the file vanish with the old tree; through the
+/// directory opened without following symlinks, so a symlink swapped onto the checked path
+/// cannot redirect the write; under a temporary name in that directory, fsynced, renamed into
+/// place, then the directory and its parent fsynced: nobody reads half a file, and once this
+/// returns the file survives a power cut.
+pub(crate) fn add_file(
+    output_dir: &Path,
+    name: &str,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<u64> {
+    let (parent_dir, dir_name) = open_parent(output_dir)?;
+    let target = confine::fd_path(&parent_dir).join(&dir_name);
+    let _lock = OutputLock::acquire(&target, LOCK_WAIT)?;
+    // A publish that died between its two renames left the previous output aside: put it
+    // back before adding to it, or this would make a fresh folder in its place.
+    restore_previous(&target);
+    let dir = confine::open_child_dir(&parent_dir, &dir_name, output_dir, true)
+        .map_err(|e| confined(output_dir, output_dir, e))?;
+    let shown = output_dir.join(name);
+    let file = confine::fd_path(&dir).join(name);
+    let tmp = staging_path(&file, "tmp");
+    let added = write(&tmp)
+        .and_then(|()| {
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("syncing", &shown, e))
+        })
+        .and_then(|()| std::fs::rename(&tmp, &file).map_err(|e| io("renaming to", &shown, e)));
+    if let Err(e) = added {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    dir.sync_all()
+        .and_then(|()| parent_dir.sync_all())
+        .map_err(|e| io("syncing", output_dir, e))?;
+    std::fs::metadata(&file)
+        .map(|m| m.len())
+        .map_err(|e| io("reading", &shown, e))
+}
+
 impl Staging {
     /// Opens (creating what is missing) the output's parent without following a symlink
     /// swapped in since the path was checked, takes the output's lock, puts back a previous
@@ -432,18 +503,7 @@ impl Staging {
     /// after the parent is opened goes through `/proc/self/fd/<parent>`, so a component of
     /// the path renamed or swapped later cannot redirect the job's writes or its publish.
     pub fn create(req: &TranscodeRequest) -> Result<Staging> {
-        let shown = req.output_dir.as_path();
-        let absolute = std::path::absolute(shown).map_err(|e| io("resolving", shown, e))?;
-        let name = absolute.file_name().ok_or_else(|| {
-            JobError::invalid_request(format!("output directory {} has no name", shown.display()))
-        })?;
-        let parent = parent_of(&absolute);
-        let parent_dir = confine::open_dir(parent, true).map_err(|e| match e {
-            WalkError::Symlink(_) => {
-                JobError::invalid_request(format!("output directory {}: {e}", shown.display()))
-            }
-            WalkError::Io(e) => io("creating", parent, e),
-        })?;
+        let (parent_dir, name) = open_parent(&req.output_dir)?;
         let target = confine::fd_path(&parent_dir).join(name);
         let lock = OutputLock::acquire(&target, LOCK_WAIT)?;
         restore_previous(&target);

@@ -81,8 +81,9 @@ pub struct ThumbnailOutcome {
 }
 
 /// `video.thumbnail` jobs: decodes the source up to `time` (clamped to the last frame), and
-/// writes `<output_dir>/thumbnail.jpg` upright, through a temporary name and a rename. The
-/// rest of `output_dir` (an HLS ladder made earlier) is left as it is.
+/// writes `<output_dir>/thumbnail.jpg` upright, under the output's lock and through the
+/// directory opened without following symlinks (see `output::add_file`). The rest of
+/// `output_dir` (an HLS ladder made earlier) is left as it is.
 pub fn thumbnail_only(
     source: &Path,
     output_dir: &Path,
@@ -99,21 +100,11 @@ pub fn thumbnail_only(
     let upright = upright(&frame, info.video.rotation)?;
     probe::check_unchanged(&info)?;
 
-    std::fs::create_dir_all(output_dir)
-        .map_err(|e| JobError::output_io(format!("creating {}: {e}", output_dir.display())))?;
-    let target = output_dir.join(FILE_NAME);
-    let tmp = crate::media::output::staging_path(&target, "tmp");
-    let written = write_jpeg(upright.as_ref().unwrap_or(&frame), &tmp).and_then(|()| {
-        std::fs::rename(&tmp, &target)
-            .map_err(|e| JobError::output_io(format!("renaming to {}: {e}", target.display())))
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let bytes = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    let bytes = crate::media::output::add_file(output_dir, FILE_NAME, |tmp| {
+        write_jpeg(upright.as_ref().unwrap_or(&frame), tmp)
+    })?;
     Ok(ThumbnailOutcome {
-        path: target,
+        path: output_dir.join(FILE_NAME),
         time: taken_at,
         bytes,
         source: info,

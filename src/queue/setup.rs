@@ -18,6 +18,10 @@ use crate::queue::QueueError;
 
 const DAY: u64 = 24 * 3600;
 
+/// Copies of each message the job and dead-letter streams keep: one on a single server; a
+/// cluster sets `--replicas 3` (JetStream allows at most 5).
+pub const DEFAULT_REPLICAS: usize = 1;
+
 /// Names and values of the topology; defaults are the platform guide's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Topology {
@@ -69,6 +73,15 @@ pub struct Topology {
     /// Duplicate window, seconds (a re-submitted video_id within it is stored once).
     #[arg(long = "duplicate-window", default_value_t = 120)]
     pub duplicate_window: u64,
+    /// Replicas of the job and dead-letter streams (3 on a three-node cluster); the consumers
+    /// inherit the stream's.
+    #[arg(
+        long = "replicas",
+        env = "VW_REPLICAS",
+        default_value_t = DEFAULT_REPLICAS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5)
+    )]
+    pub replicas: usize,
 }
 
 impl Default for Topology {
@@ -87,6 +100,7 @@ impl Default for Topology {
             dlq_max_age_days: 30,
             max_msg_size: 10 * 1024 * 1024,
             duplicate_window: 120,
+            replicas: DEFAULT_REPLICAS,
         }
     }
 }
@@ -143,7 +157,7 @@ impl Topology {
             max_message_size: self.max_msg_size,
             discard: DiscardPolicy::Old,
             duplicate_window: Duration::from_secs(self.duplicate_window),
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -161,7 +175,7 @@ impl Topology {
             max_message_size: self.max_msg_size.saturating_add(64 * 1024),
             discard: DiscardPolicy::Old,
             duplicate_window: Duration::from_secs(self.duplicate_window),
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -179,6 +193,7 @@ impl Topology {
             filter_subject: self.job_subject(kind),
             replay_policy: ReplayPolicy::Instant,
             backoff: self.backoff.iter().map(|&s| secs(s)).collect(),
+            // `num_replicas` stays 0 (not sent): the server gives the consumer the stream's.
             ..Default::default()
         }
     }
@@ -244,6 +259,7 @@ pub fn stream_drift(want: &stream::Config, have: &stream::Config) -> Vec<Drift> 
     c.field("max_age", want.max_age, have.max_age);
     c.field("max_msg_size", want.max_message_size, have.max_message_size);
     c.field("discard", want.discard, have.discard);
+    c.field("num_replicas", want.num_replicas, have.num_replicas);
     if have.duplicate_window < want.duplicate_window {
         c.field(
             "duplicate_window (at least)",
@@ -394,4 +410,59 @@ pub async fn ensure(
         .await?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_with_other_replicas_than_the_option_is_reported_as_drift() {
+        let single = Topology::default();
+        let cluster = Topology {
+            replicas: 3,
+            ..Topology::default()
+        };
+        for (want, have) in [
+            (single.stream_config(), cluster.stream_config()),
+            (single.dlq_config(), cluster.dlq_config()),
+        ] {
+            assert_eq!(
+                stream_drift(&want, &have),
+                [Drift {
+                    object: format!("stream {}", want.name),
+                    field: "num_replicas",
+                    expected: "1".into(),
+                    actual: "3".into(),
+                }]
+            );
+            assert_eq!(stream_drift(&have, &have), []);
+        }
+        assert_eq!(single.stream_config().num_replicas, DEFAULT_REPLICAS);
+    }
+
+    #[test]
+    fn the_replicas_option_is_parsed_bounded_and_left_to_the_consumers_to_inherit() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            topology: Topology,
+        }
+        use clap::Parser;
+        let parsed = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("vw").chain(args.iter().copied()))
+                .map(|c| c.topology.replicas)
+        };
+        assert_eq!(parsed(&[]).unwrap(), DEFAULT_REPLICAS);
+        assert_eq!(parsed(&["--replicas", "3"]).unwrap(), 3);
+        assert!(parsed(&["--replicas", "0"]).is_err());
+        assert!(parsed(&["--replicas", "6"]).is_err());
+        let cluster = Topology {
+            replicas: 3,
+            ..Topology::default()
+        };
+        assert_eq!(cluster.stream_config().num_replicas, 3);
+        assert_eq!(cluster.dlq_config().num_replicas, 3);
+        assert_eq!(cluster.consumer_config(JobKind::Process).num_replicas, 0);
+    }
 }
