@@ -15,7 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 /// `/proc/self/fd/<fd>`: names the open file itself, whatever happened to its path since.
@@ -109,9 +109,9 @@ pub(crate) fn open_child_dir(
     }
 }
 
-/// Device and inode of the file at `path`, opened without following any symlink on the way:
-/// the identity of what a checked path names now.
-pub(crate) fn identity(path: &Path) -> Result<(u64, u64), WalkError> {
+/// Opens the file at `path` for reading without following any symlink on the way: what a
+/// checked path names now, held open so that it cannot be swapped afterwards.
+pub(crate) fn open_file(path: &Path) -> Result<File, WalkError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(WalkError::Io(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -119,14 +119,19 @@ pub(crate) fn identity(path: &Path) -> Result<(u64, u64), WalkError> {
         )));
     };
     let dir = open_dir(parent, false)?;
-    let file = open_nofollow(&dir, name, false).map_err(|e| classify(e, &dir, name, path))?;
-    let meta = file.metadata().map_err(WalkError::Io)?;
-    Ok((meta.dev(), meta.ino()))
+    open_nofollow(&dir, name, false).map_err(|e| classify(e, &dir, name, path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Device and inode of what `path` names now, opened without following symlinks.
+    fn identity(path: &Path) -> Result<(u64, u64), WalkError> {
+        let meta = open_file(path)?.metadata().map_err(WalkError::Io)?;
+        Ok((meta.dev(), meta.ino()))
+    }
 
     #[test]
     fn a_symlink_anywhere_on_the_path_is_refused_and_nothing_is_created_behind_it() {

@@ -213,24 +213,10 @@ pub fn split_threads(budget: usize, pixels: &[u64]) -> Vec<usize> {
         .collect()
 }
 
-/// Opens the source, refusing it if a symlink was swapped onto its (checked, canonical) path:
-/// the file is identified without following symlinks right before libavformat opens it by
-/// name and again right after, and both must be the same file.
+/// Opens the source without following a symlink swapped onto its (checked, canonical) path
+/// since it was checked: libavformat reads the file that was opened, not the path.
 fn open_checked_source(req: &TranscodeRequest) -> Result<probe::Source> {
-    let pinned = confine::identity(&req.source);
-    let source = probe::open(&req.source, &req.limits)?;
-    let swapped = |e: confine::WalkError| {
-        JobError::invalid_request(format!("source {}: {e}", req.source.display()))
-    };
-    let before = pinned.map_err(swapped)?;
-    let after = confine::identity(&req.source).map_err(swapped)?;
-    if before != after {
-        return Err(JobError::invalid_request(format!(
-            "source {} was replaced while it was being opened",
-            req.source.display()
-        )));
-    }
-    Ok(source)
+    probe::open_confined(&req.source, &req.limits)
 }
 
 /// Transcodes one source into an HLS ladder at `req.output_dir`, which appears only when

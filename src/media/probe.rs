@@ -248,9 +248,30 @@ pub struct Source {
 /// Opens `path` for reading with a protocol whitelist (`file`) and a container whitelist,
 /// and describes it. Errors carry the kind the job fails with.
 pub fn open(path: &Path, limits: &Limits) -> Result<Source> {
+    open_reading(path, path, limits)
+}
+
+/// [`open`] for a checked, absolute path that must not be swapped for a symlink in between:
+/// the file is opened without following any symlink on its path and libavformat reads that
+/// open file (through `/proc/self/fd`), not whatever the path names a moment later. `path`
+/// still names the source in messages and in `SourceInfo`.
+pub(crate) fn open_confined(path: &Path, limits: &Limits) -> Result<Source> {
+    // URL-like and playlist names are refused as such before anything is opened.
+    check_path(path)?;
+    let pinned = crate::media::confine::open_file(path).map_err(|e| match e {
+        crate::media::confine::WalkError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            JobError::source_not_found(format!("source {} does not exist", path.display()))
+        }
+        e => JobError::invalid_request(format!("source {}: {e}", path.display())),
+    })?;
+    open_reading(path, &crate::media::confine::fd_path(&pinned), limits)
+}
+
+/// Opens `read` (the file itself) and describes it as the source `path`.
+fn open_reading(path: &Path, read: &Path, limits: &Limits) -> Result<Source> {
     let meta = check_file(path)?;
     crate::media::init()?;
-    let input = open_input(path)?;
+    let input = open_input(read, path)?;
     let duration = (input.duration() > 0)
         .then(|| input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
     let video = describe_video(&input, path, limits, duration)?;
@@ -292,12 +313,12 @@ fn check_file(path: &Path) -> Result<std::fs::Metadata> {
     Ok(meta)
 }
 
-fn open_input(path: &Path) -> Result<format::context::Input> {
+fn open_input(read: &Path, path: &Path) -> Result<format::context::Input> {
     let mut options = ffmpeg::Dictionary::new();
     options.set("protocol_whitelist", "file");
     options.set("format_whitelist", FORMAT_WHITELIST);
     // The `file:` prefix makes libavformat treat every path as a file, whatever it contains.
-    let url = format!("file:{}", path.display());
+    let url = format!("file:{}", read.display());
     format::input_with_dictionary(&url, options).map_err(|e| {
         JobError::invalid_media(format!(
             "{} is not a readable media file ({e}); accepted containers: MP4/MOV, Matroska/WebM, \
@@ -465,6 +486,52 @@ pub fn probe(path: &Path, limits: &Limits) -> Result<SourceInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_swapped_for_a_symlink_after_its_check_is_refused_and_the_opened_file_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let real = root.join("real.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc=size=64x48:rate=25:duration=0.4")
+            .args(["-c:v", "libx264", "-preset", "ultrafast"])
+            .arg(&real)
+            .status()
+            .expect("run ffmpeg");
+        assert!(made.success(), "ffmpeg failed");
+
+        // The checked path's file, then its folder, replaced by symlinks to another file.
+        std::fs::create_dir(root.join("jobs")).unwrap();
+        std::os::unix::fs::symlink(&real, root.join("jobs/in.mp4")).unwrap();
+        std::fs::create_dir(root.join("other")).unwrap();
+        std::fs::copy(&real, root.join("other/in.mp4")).unwrap();
+        std::os::unix::fs::symlink(root.join("other"), root.join("jobs2")).unwrap();
+        for swapped in [root.join("jobs/in.mp4"), root.join("jobs2/in.mp4")] {
+            let err = open_confined(&swapped, &Limits::default())
+                .err()
+                .expect("a symlink on a checked source path is refused");
+            assert_eq!(err.kind, crate::ErrorKind::InvalidRequest, "{err}");
+            assert!(err.message.contains("symbolic link"), "{err}");
+        }
+
+        // A plain path opens; libavformat reads the file opened then, named by its own path,
+        // even when the path is renamed away right after.
+        let source = open_confined(&real, &Limits::default()).unwrap();
+        assert_eq!(source.info.path, real);
+        std::fs::rename(&real, root.join("moved.mp4")).unwrap();
+        let mut input = source.input;
+        assert!(
+            input.packets().next().is_some(),
+            "the opened file is still read"
+        );
+        assert_eq!(
+            open_confined(&real, &Limits::default())
+                .err()
+                .map(|e| e.kind),
+            Some(crate::ErrorKind::SourceNotFound)
+        );
+    }
 
     #[test]
     fn url_like_and_playlist_sources_are_refused() {

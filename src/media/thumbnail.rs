@@ -94,7 +94,7 @@ pub fn thumbnail_only(
     if !time.is_finite() || time < 0.0 {
         return Err(JobError::invalid_request("thumbnail time must be ≥ 0"));
     }
-    let probe::Source { mut input, info } = probe::open(source, limits)?;
+    let probe::Source { mut input, info } = probe::open_confined(source, limits)?;
     let mut video = VideoDecoder::open(&input, info.video.index, limits)?;
     let (frame, taken_at) = decode_until(&mut input, &mut video, &info, time, cancel)?;
     let upright = upright(&frame, info.video.rotation)?;
