@@ -26,8 +26,10 @@
 //!     fingerprint); `media::confine` (paths opened without following swapped-in symlinks);
 //!   - `media::ffi`: the FFmpeg calls ffmpeg-next lacks, each `unsafe` block argued (every
 //!     `unsafe` block in the crate carries a `// SAFETY:` comment; clippy denies one without).
-//! - [`queue`]: everything that touches NATS (no FFmpeg inside): connection, stream/consumer
-//!   setup with drift reports, the worker (`run`), events, dead letters, callbacks, `submit`,
+//! - [`queue`]: everything that touches NATS (no FFmpeg inside): connection (credentials read
+//!   from URLs, secrets redacted), stream/consumer setup with drift reports, the worker (`run`:
+//!   lanes, execution through a job process, the pure `disposition` of each message and its one
+//!   executor, the max-deliveries backstop), events, dead letters, callbacks, `submit`,
 //!   `streams`.
 
 pub mod bench;
