@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::JobError;
 
 /// A named rung of the ladder, e.g. `720p` at 2800 kb/s.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quality {
     /// The name used in file names and in requests (`720p`).
     pub name: String,

@@ -169,7 +169,7 @@ fn execute(job: MediaJob, progress: &dyn Fn(&ProgressTick)) -> Result<ChildResul
     };
     match job {
         MediaJob::Transcode(spec) => {
-            media::transcode(&spec.into(), &CANCEL, progress).map(ChildResult::Transcode)
+            media::transcode(&spec, &CANCEL, progress).map(ChildResult::Transcode)
         }
         MediaJob::Thumbnail {
             source,
@@ -177,17 +177,12 @@ fn execute(job: MediaJob, progress: &dyn Fn(&ProgressTick)) -> Result<ChildResul
             time,
             limits,
         } => {
-            let outcome = media::thumbnail::thumbnail_only(
-                &source,
-                &output_dir,
-                time,
-                &limits.into(),
-                &CANCEL,
-            )?;
+            let outcome =
+                media::thumbnail::thumbnail_only(&source, &output_dir, time, &limits, &CANCEL)?;
             json(serde_json::to_value(outcome)).map(ChildResult::Thumbnail)
         }
         MediaJob::Probe { source, limits } => {
-            let info = media::probe(&source, &limits.into())?;
+            let info = media::probe(&source, &limits)?;
             json(serde_json::to_value(info)).map(ChildResult::Probe)
         }
     }

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::JobError;
-use crate::ladder::Quality;
 use crate::media::{Limits, Outcome, ProgressTick, TranscodeRequest};
 
 /// The job process's `main` (`video-worker job-exec`).
@@ -38,22 +37,22 @@ pub use parent::{run, ChildCommand, ChildEvent, ChildLimits, ChildLimitsArgs};
 #[serde(rename_all = "snake_case")]
 pub enum MediaJob {
     /// A full transcode (`video.process`).
-    Transcode(TranscodeSpec),
+    Transcode(TranscodeRequest),
     /// A thumbnail only (`video.thumbnail`): `<output_dir>/thumbnail.jpg`.
     Thumbnail {
         source: PathBuf,
         output_dir: PathBuf,
         /// Seconds from the start of the video; clamped to the video.
         time: f64,
-        limits: LimitsSpec,
+        limits: Limits,
     },
     /// A probe only (`video.metadata`).
-    Probe { source: PathBuf, limits: LimitsSpec },
+    Probe { source: PathBuf, limits: Limits },
 }
 
 impl MediaJob {
     pub fn transcode(req: &TranscodeRequest) -> MediaJob {
-        MediaJob::Transcode(req.into())
+        MediaJob::Transcode(req.clone())
     }
 
     pub fn thumbnail(source: &Path, output_dir: &Path, time: f64, limits: &Limits) -> MediaJob {
@@ -61,14 +60,14 @@ impl MediaJob {
             source: source.to_path_buf(),
             output_dir: output_dir.to_path_buf(),
             time,
-            limits: limits.into(),
+            limits: *limits,
         }
     }
 
     pub fn probe(source: &Path, limits: &Limits) -> MediaJob {
         MediaJob::Probe {
             source: source.to_path_buf(),
-            limits: limits.into(),
+            limits: *limits,
         }
     }
 
@@ -81,171 +80,6 @@ impl MediaJob {
             MediaJob::Transcode(t) => crate::media::output::remove_staging_of(&t.output_dir, pid),
             MediaJob::Thumbnail { output_dir, .. } => remove_thumbnail_tmp_of(output_dir, pid),
             MediaJob::Probe { .. } => {}
-        }
-    }
-}
-
-/// A serialisable mirror of `media::TranscodeRequest` (the media types stay free of the wire
-/// format). Both conversions destructure every field, so a field added to the request does not
-/// compile until it is carried here too.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TranscodeSpec {
-    pub source: PathBuf,
-    pub output_dir: PathBuf,
-    pub qualities: Vec<QualitySpec>,
-    pub thumbnail_time: f64,
-    pub segment_seconds: f64,
-    pub gop_seconds: f64,
-    pub preset: String,
-    pub threads: usize,
-    pub audio_bitrate: u64,
-    pub limits: LimitsSpec,
-    pub fingerprint: Option<String>,
-    pub video_id: Option<String>,
-    /// As in `TranscodeRequest`: the command line's `--force`.
-    pub force: bool,
-}
-
-/// `ladder::Quality` on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QualitySpec {
-    pub name: String,
-    pub short_side: u32,
-    pub bitrate: u64,
-}
-
-/// `media::Limits` on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LimitsSpec {
-    pub max_width: u32,
-    pub max_height: u32,
-    pub max_duration: f64,
-    pub slowest_preset: String,
-}
-
-impl From<&Limits> for LimitsSpec {
-    fn from(l: &Limits) -> Self {
-        let Limits {
-            max_width,
-            max_height,
-            max_duration,
-            slowest_preset,
-        } = *l;
-        LimitsSpec {
-            max_width,
-            max_height,
-            max_duration,
-            slowest_preset: slowest_preset.to_string(),
-        }
-    }
-}
-
-impl From<LimitsSpec> for Limits {
-    fn from(l: LimitsSpec) -> Self {
-        let LimitsSpec {
-            max_width,
-            max_height,
-            max_duration,
-            slowest_preset,
-        } = l;
-        Limits {
-            max_width,
-            max_height,
-            max_duration,
-            // Parent and child are the same binary: an unknown name cannot come from it.
-            slowest_preset: crate::media::probe::parse_preset(&slowest_preset)
-                .unwrap_or(Limits::default().slowest_preset),
-        }
-    }
-}
-
-impl From<&TranscodeRequest> for TranscodeSpec {
-    fn from(r: &TranscodeRequest) -> Self {
-        let TranscodeRequest {
-            source,
-            output_dir,
-            qualities,
-            thumbnail_time,
-            segment_seconds,
-            gop_seconds,
-            preset,
-            threads,
-            audio_bitrate,
-            limits,
-            fingerprint,
-            video_id,
-            force,
-        } = r;
-        TranscodeSpec {
-            source: source.clone(),
-            output_dir: output_dir.clone(),
-            qualities: qualities
-                .iter()
-                .map(|q| {
-                    let Quality {
-                        name,
-                        short_side,
-                        bitrate,
-                    } = q;
-                    QualitySpec {
-                        name: name.clone(),
-                        short_side: *short_side,
-                        bitrate: *bitrate,
-                    }
-                })
-                .collect(),
-            thumbnail_time: *thumbnail_time,
-            segment_seconds: *segment_seconds,
-            gop_seconds: *gop_seconds,
-            preset: preset.clone(),
-            threads: *threads,
-            audio_bitrate: *audio_bitrate,
-            limits: limits.into(),
-            fingerprint: fingerprint.clone(),
-            video_id: video_id.clone(),
-            force: *force,
-        }
-    }
-}
-
-impl From<TranscodeSpec> for TranscodeRequest {
-    fn from(s: TranscodeSpec) -> Self {
-        let TranscodeSpec {
-            source,
-            output_dir,
-            qualities,
-            thumbnail_time,
-            segment_seconds,
-            gop_seconds,
-            preset,
-            threads,
-            audio_bitrate,
-            limits,
-            fingerprint,
-            video_id,
-            force,
-        } = s;
-        TranscodeRequest {
-            source,
-            output_dir,
-            qualities: qualities
-                .into_iter()
-                .map(|q| Quality {
-                    name: q.name,
-                    short_side: q.short_side,
-                    bitrate: q.bitrate,
-                })
-                .collect(),
-            thumbnail_time,
-            segment_seconds,
-            gop_seconds,
-            preset,
-            threads,
-            audio_bitrate,
-            limits: limits.into(),
-            fingerprint,
-            video_id,
-            force,
         }
     }
 }
@@ -359,6 +193,7 @@ fn remove_thumbnail_tmp_of(output_dir: &Path, pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ladder::Quality;
 
     #[test]
     fn a_transcode_request_crosses_the_pipe_unchanged() {
@@ -371,12 +206,11 @@ mod tests {
         req.fingerprint = Some("f".into());
         req.video_id = Some("v".into());
         req.force = true;
-        let line = serde_json::to_string(&MediaJob::Transcode((&req).into())).unwrap();
-        let MediaJob::Transcode(spec) = serde_json::from_str(&line).unwrap() else {
+        let line = serde_json::to_string(&MediaJob::Transcode(req.clone())).unwrap();
+        let MediaJob::Transcode(back) = serde_json::from_str(&line).unwrap() else {
             panic!("not a transcode: {line}");
         };
-        let back: TranscodeRequest = spec.into();
-        assert_eq!(format!("{back:?}"), format!("{req:?}"));
+        assert_eq!(back, req);
     }
 
     #[test]
@@ -395,7 +229,7 @@ mod tests {
         for f in [&tmp, &other_tmp] {
             std::fs::write(f, b"x").unwrap();
         }
-        let job = MediaJob::Transcode((&TranscodeRequest::new("/in/a.mp4", &out).unwrap()).into());
+        let job = MediaJob::Transcode(TranscodeRequest::new("/in/a.mp4", &out).unwrap());
         job.remove_leftovers_of(4242);
         let thumb = MediaJob::thumbnail(Path::new("/in/a.mp4"), &out, 1.0, &Limits::default());
         thumb.remove_leftovers_of(4242);

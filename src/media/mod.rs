@@ -58,7 +58,8 @@ pub fn init() -> Result<()> {
 }
 
 /// One transcode: a source, where its ladder goes, and how to encode it.
-#[derive(Debug, Clone)]
+/// Serialisable: it is the request a job process reads on its stdin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TranscodeRequest {
     pub source: PathBuf,
     pub output_dir: PathBuf,

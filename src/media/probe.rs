@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ffmpeg::{format, media, Rational};
 use ffmpeg_next as ffmpeg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{JobError, Result};
 
@@ -52,7 +52,7 @@ pub fn parse_preset(name: &str) -> std::result::Result<&'static str, String> {
 
 /// Limits on what a job may ask of this worker, checked before decoding and while decoding
 /// (headers can lie).
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Limits {
     pub max_width: u32,
     pub max_height: u32,
@@ -61,6 +61,29 @@ pub struct Limits {
     /// The slowest libx264 preset a job may ask for: `placebo` costs ~10× `slow` for a few
     /// percent of bitrate, and a job could otherwise hold a worker for that long.
     pub slowest_preset: &'static str,
+}
+
+/// `Limits` as read back (the job process's request): the preset by name, mapped to the known
+/// `&'static str`.
+#[derive(Deserialize)]
+struct LimitsOnTheWire {
+    max_width: u32,
+    max_height: u32,
+    max_duration: f64,
+    slowest_preset: String,
+}
+
+// By hand: a derived impl would borrow the `&'static str` from the input ('de: 'static).
+impl<'de> Deserialize<'de> for Limits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let l = LimitsOnTheWire::deserialize(d)?;
+        Ok(Limits {
+            max_width: l.max_width,
+            max_height: l.max_height,
+            max_duration: l.max_duration,
+            slowest_preset: parse_preset(&l.slowest_preset).map_err(serde::de::Error::custom)?,
+        })
+    }
 }
 
 impl Default for Limits {
