@@ -307,15 +307,28 @@ pub fn sweep_stale(target: &Path) {
     sweep_older_than(target, STALE_STAGING_AGE);
 }
 
+/// Whether process `pid` of this host still runs. A zombie does not: a job process killed
+/// with its worker stays one until a reaper collects it, and its staging is dead already.
+fn process_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) STATE …`: the state follows the last `)` (comm may hold one).
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
 fn sweep_older_than(target: &Path, max_age: Duration) {
     let host = host_name();
     let mut target_complete = None;
     for l in leftovers(target) {
         let remove = match l.kind {
             LeftoverKind::Staging => {
-                let dead_here = l.host == host
-                    && l.pid != std::process::id()
-                    && !Path::new(&format!("/proc/{}", l.pid)).exists();
+                let dead_here =
+                    l.host == host && l.pid != std::process::id() && !process_runs(l.pid);
                 dead_here || idle_for(&l.path).is_some_and(|idle| idle > max_age)
             }
             LeftoverKind::Old => *target_complete.get_or_insert_with(|| Manifest::complete(target)),
@@ -647,6 +660,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_process_does_not_count_as_running() {
+        assert!(process_runs(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not waited for yet: once it exits it is a zombie until reaped.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_runs(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!process_runs(pid), "a zombie is not a running worker");
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "still a zombie"
+        );
+        child.wait().unwrap();
+    }
     use crate::media::manifest::Manifest;
 
     fn request(source: &Path, target: &Path, video_id: Option<&str>) -> TranscodeRequest {
