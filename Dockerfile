@@ -53,6 +53,10 @@ LABEL org.opencontainers.image.title="video-worker" \
       org.opencontainers.image.description="In-process HLS transcoding worker fed by NATS JetStream" \
       org.opencontainers.image.licenses="GPL-3.0-or-later"
 
+# One transcode per 8 cores (at least one), each on its share of the cores: `--jobs auto`
+# (README, "A host's throughput").
+ENV VW_JOBS=auto
+
 # Numeric, so that orchestrators can verify it is not root without reading /etc/passwd.
 USER 10001:10001
 WORKDIR /home/vworker

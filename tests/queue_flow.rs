@@ -394,3 +394,40 @@ async fn thumbnail_and_metadata_jobs() {
     }
     drop(worker);
 }
+
+/// `VW_JOBS=auto` (the container's setting): the worker plans one transcode per 8 cores, at
+/// least one, each with its share of the cores as encoder threads, says so at start, and
+/// completes a job with that plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_auto_plans_from_the_cores_and_completes_a_job() {
+    let server = NatsServer::start();
+    let s = Scratch::new();
+    let source = s.uploads().join("in.mp4");
+    make_video(&source, 320, 180, 2.0);
+    let mut args = base_args(&server.url(), &s.root());
+    let at = args.iter().position(|a| a == "--threads").unwrap();
+    args.drain(at..at + 2);
+    let w = Worker::spawn_env("auto", &s.logs(), &args, &[("VW_JOBS", "auto")]);
+    w.wait_log("serving", T);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let slots = (cores / 8).max(1);
+    w.wait_log(
+        &format!(
+            "transcodes (--jobs auto): {slots} at once, {} encoder thread(s) each, on {cores} core(s)",
+            cores / slots
+        ),
+        T,
+    );
+
+    let (_c, js) = jetstream(&server.url()).await;
+    let out = s.hls().join("auto");
+    let job = job("auto-1", &source, &out, &["144p"]);
+    publish_job(&js, "video.process", "auto-1", job.to_string().into_bytes()).await;
+    eventually(T, "the job processed", || async {
+        let ev = events(&js, "video.processed").await;
+        (!ev.is_empty()).then_some(ev)
+    })
+    .await;
+    assert_valid_output(&out, &["144p"]);
+    drop(w);
+}

@@ -21,6 +21,7 @@ use super::pipelines::{self, Pipeline, Setup};
 use super::report::{self, Machine};
 use super::{fresh_dir, remove_dir, rendition_bytes, BenchArgs, Common};
 use crate::media::{self, Limits};
+use crate::queue::worker::Concurrency;
 
 /// The clips' (offset, length) in seconds: `videos` clips spread evenly over the source,
 /// `seconds` long each (default: the source split in `videos` parts, 2 to 10 s each; clips
@@ -256,7 +257,8 @@ fn summarize(
             ThroughputSummary {
                 pipeline,
                 jobs: k,
-                threads_per_job: (pipeline == Pipeline::InProcess).then(|| (cores / k).max(1)),
+                threads_per_job: (pipeline == Pipeline::InProcess)
+                    .then(|| Concurrency::Jobs(k).plan(cores).threads_per_job),
                 jobs_per_hour: spread(&per_hour),
                 cpu_s_per_output_minute: spread(&cpu),
                 peak_rss_mb_per_job: spread(&rss),
@@ -288,6 +290,18 @@ fn summarize(
                 metrics::ratio(ours, best.jobs_per_hour.median),
             );
         }
+    }
+    // `run --jobs auto` on this host is one of the measured K: say which, against the best K
+    // of seed-cli (issue 8's throughput target).
+    let auto = Concurrency::Auto.plan(cores);
+    if let (Some(ours), Some(best)) = (rate(Pipeline::InProcess, auto.slots), best_seed) {
+        ratios.insert(
+            format!(
+                "in-process --jobs auto (K={})/seed-cli best K={}",
+                auto.slots, best.jobs
+            ),
+            metrics::ratio(ours, best.jobs_per_hour.median),
+        );
     }
     (summary, ratios)
 }

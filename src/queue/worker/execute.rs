@@ -183,7 +183,7 @@ fn transcode_request(
     req.threads = if args.threads > 0 {
         args.threads
     } else {
-        (num_cpus::get() / args.jobs.max(1)).max(1)
+        args.jobs.plan(num_cpus::get()).threads_per_job
     };
     req.limits = limits;
     req.video_id = Some(job.video_id.clone());

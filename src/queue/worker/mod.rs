@@ -10,6 +10,7 @@
 //!   outcome, the delivery and whether the worker is stopping.
 //! - [`settle`]: the one executor of that decision (Ack, Nak, hand-back, dead letter + Term).
 //! - [`backstop`]: the max-deliveries advisory of a job whose worker died.
+//! - [`concurrency`]: `--jobs N|auto`: how many transcodes at once, how many threads each.
 //!
 //! The outcome decides the ack:
 //! - success → `video.processed` stored → Ack (confirmed) → callback (its own retries, an
@@ -21,6 +22,7 @@
 //!   that a hand-back never uses up one of the job's deliveries.
 
 mod backstop;
+pub mod concurrency;
 mod execute;
 mod lane;
 mod outcome;
@@ -43,6 +45,7 @@ use crate::queue::events::Publisher;
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
 
+pub use concurrency::Concurrency;
 use lane::Lane;
 use outcome::Backoff;
 
@@ -67,9 +70,10 @@ pub struct WorkerArgs {
         default_value = "process,thumbnail,metadata"
     )]
     pub kinds: Vec<JobKind>,
-    /// Concurrent transcodes (one transcode already uses every core).
-    #[arg(long, env = "VW_JOBS", default_value_t = 1)]
-    pub jobs: usize,
+    /// Concurrent transcodes: a number (the cores are split evenly between them), or `auto`
+    /// (one job per 8 cores, at least one, each on its share: what the container runs).
+    #[arg(long, env = "VW_JOBS", default_value_t = Concurrency::default())]
+    pub jobs: Concurrency,
     /// Concurrent thumbnail jobs.
     #[arg(long, default_value_t = 1)]
     pub thumbnail_jobs: usize,
@@ -223,9 +227,22 @@ pub async fn run(
     }
 
     let mut lanes = Vec::new();
+    if args.kinds.contains(&JobKind::Process) {
+        let plan = args.jobs.plan(num_cpus::get());
+        let threads = match args.threads {
+            0 => plan.threads_per_job,
+            n => n,
+        };
+        tracing::info!(
+            "transcodes (--jobs {}): {} at once, {threads} encoder thread(s) each, on {} core(s)",
+            args.jobs,
+            plan.slots,
+            num_cpus::get()
+        );
+    }
     for &kind in &args.kinds {
         let capacity = match kind {
-            JobKind::Process => args.jobs,
+            JobKind::Process => args.jobs.plan(num_cpus::get()).slots,
             JobKind::Thumbnail => args.thumbnail_jobs,
             JobKind::Metadata => args.metadata_jobs,
         }
