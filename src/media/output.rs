@@ -117,6 +117,7 @@ pub fn check_replaceable(target: &Path, claim: &Claim) -> std::result::Result<()
         Ok(entries) => entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
+            .filter(|n| !is_add_file_temp(n))
             .collect(),
         Err(_) => return Err(Refusal::NotAnOutput),
     };
@@ -239,6 +240,8 @@ enum LeftoverKind {
     Staging,
     /// A previous output moved aside by the two-rename publish.
     Old,
+    /// A file being added to a published output (`add_file`: the thumbnail job's JPEG).
+    Temp,
 }
 
 struct Leftover {
@@ -263,13 +266,12 @@ fn leftovers(target: &Path) -> Vec<Leftover> {
             (LeftoverKind::Staging, owner)
         } else if let Some(owner) = rest.strip_prefix("old-") {
             (LeftoverKind::Old, owner)
+        } else if let Some(owner) = rest.strip_prefix("tmp-") {
+            (LeftoverKind::Temp, owner)
         } else {
             continue;
         };
-        // owner = <host>-<pid>-<n>; the host has no '-' (see host_name).
-        let mut parts = owner.rsplitn(3, '-');
-        let (_n, pid, host) = (parts.next(), parts.next(), parts.next());
-        let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<u32>().ok()), host) else {
+        let Some((host, pid)) = owner_of(owner) else {
             continue;
         };
         found.push(Leftover {
@@ -280,6 +282,24 @@ fn leftovers(target: &Path) -> Vec<Leftover> {
         });
     }
     found
+}
+
+/// The host and pid in a leftover's `<host>-<pid>-<n>` suffix (the host has no '-', see
+/// host_name).
+fn owner_of(owner: &str) -> Option<(&str, u32)> {
+    let mut parts = owner.rsplitn(3, '-');
+    let (_n, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((host, pid.parse().ok()?))
+}
+
+/// Whether `name` is a temporary file `add_file` writes (`.<file>.tmp-<host>-<pid>-<n>`):
+/// one a crash left behind does not make a folder foreign.
+fn is_add_file_temp(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, owner)| owner_of(owner).is_some())
 }
 
 /// Time since an entry was last added to or removed from the directory `path` (its mtime).
@@ -326,7 +346,7 @@ fn sweep_older_than(target: &Path, max_age: Duration) {
     let mut target_complete = None;
     for l in leftovers(target) {
         let remove = match l.kind {
-            LeftoverKind::Staging => {
+            LeftoverKind::Staging | LeftoverKind::Temp => {
                 let dead_here =
                     l.host == host && l.pid != std::process::id() && !process_runs(l.pid);
                 dead_here || idle_for(&l.path).is_some_and(|idle| idle > max_age)
@@ -336,7 +356,10 @@ fn sweep_older_than(target: &Path, max_age: Duration) {
         if remove {
             tracing::info!(dir = %l.path.display(), host = %l.host, pid = l.pid,
                 "removing a crashed job's leftover");
-            let _ = std::fs::remove_dir_all(&l.path);
+            let _ = match l.kind {
+                LeftoverKind::Temp => std::fs::remove_file(&l.path),
+                _ => std::fs::remove_dir_all(&l.path),
+            };
         }
     }
 }
@@ -488,6 +511,9 @@ pub(crate) fn add_file(
         .map_err(|e| confined(output_dir, output_dir, e))?;
     let shown = output_dir.join(name);
     let file = confine::fd_path(&dir).join(name);
+    // A thumbnail job that died while writing left its temporary file: remove it (under the
+    // lock, so it is not a live writer's).
+    sweep_stale(&file);
     let tmp = staging_path(&file, "tmp");
     let added = write(&tmp)
         .and_then(|()| {
@@ -728,6 +754,40 @@ mod tests {
             "new"
         );
         assert_eq!(names(root.path()), ["in.mp4", "video-1"]);
+    }
+
+    #[test]
+    fn a_thumbnail_temp_left_by_a_dead_job_neither_blocks_nor_survives_the_next_thumbnail() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("a.mp4");
+        std::fs::write(&source, b"x").unwrap();
+        let out = root.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        // What a thumbnail job killed mid-write leaves: its temp, named for a process that no
+        // longer runs on this host.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let pid = dead.id();
+        dead.wait().unwrap();
+        let name = crate::media::thumbnail::FILE_NAME;
+        let temp = out.join(format!(".{name}.tmp-{}-{pid}-0", host_name()));
+        std::fs::write(&temp, b"half a jpeg").unwrap();
+        let claim = Claim {
+            source: &source,
+            video_id: Some("v1"),
+            force: false,
+            thumbnail_only: true,
+        };
+        assert_eq!(check_replaceable(&out, &claim), Ok(()));
+        // A foreign file still makes the folder someone else's.
+        std::fs::write(out.join(".notes.tmp-x"), b"mine").unwrap();
+        assert_eq!(check_replaceable(&out, &claim), Err(Refusal::NotAnOutput));
+        std::fs::remove_file(out.join(".notes.tmp-x")).unwrap();
+
+        add_file(&out, name, |tmp| {
+            std::fs::write(tmp, b"jpeg").map_err(|e| io("writing", tmp, e))
+        })
+        .unwrap();
+        assert_eq!(names(&out), [name], "the dead job's temp is swept");
     }
 
     #[test]
