@@ -185,6 +185,28 @@ setup_bench_tools() {
 }
 # ---- end of bench tools ---------------------------------------------------------------------------
 
+# ---- object storage test peers (issue 9): moto's S3 server, boto3 and nats-py -------------------
+# Kept in one block so that other additions to this script merge around it. tests/object_store.rs
+# starts moto's server on a free port and checks the worker's uploads with boto3 and nats-py
+# (clients that are not ours). Pinned so CI is repeatable.
+STORAGE_PIP_SPECS=("moto[server]==5.1.18" "boto3==1.41.5" "nats-py==2.12.0")
+VW_STORAGE_VENV="$VW_TOOLS_DIR/storage-venv"
+
+# Installs the peers into a venv; returns non-zero (without exiting) on failure.
+install_storage_peers() {
+    local py="$VW_STORAGE_VENV/bin/python"
+    if [ -x "$py" ] && "$py" -c 'import moto, boto3, nats, flask' 2>/dev/null; then
+        log "object storage peers: present in $VW_STORAGE_VENV"
+        return 0
+    fi
+    log "object storage peers: pip install ${STORAGE_PIP_SPECS[*]} into $VW_STORAGE_VENV"
+    mkdir -p "$VW_TOOLS_DIR"
+    python3 -m venv "$VW_STORAGE_VENV" || return 1
+    "$py" -m pip install --quiet --disable-pip-version-check --no-input "${STORAGE_PIP_SPECS[@]}" || return 1
+    "$py" -c 'import moto, boto3, nats, flask' || return 1
+}
+# ---- end of object storage test peers ------------------------------------------------------------
+
 main() {
     install_debian_packages
     check_ffmpeg_libraries
@@ -198,6 +220,7 @@ main() {
         warn "no current nats-server (>= $NATS_CURRENT_MIN_VERSION): the NATS tests will run against Debian's only"
     fi
     setup_bench_tools
+    install_storage_peers || die "could not install the object storage test peers (${STORAGE_PIP_SPECS[*]})"
     log "setup complete"
 }
 

@@ -13,6 +13,7 @@ use crate::error::{ErrorKind, JobError, Result};
 use crate::ladder::Quality;
 use crate::media::output::{check_replaceable, Claim};
 use crate::media::Stage;
+use crate::storage::{is_object_url, Location, ObjectUrl};
 
 /// Largest job payload accepted. A real job is well under 2 KiB; nats-server's default
 /// `max_payload` is 1 MiB, and every event echoes parts of the job, so a huge payload could
@@ -83,31 +84,92 @@ pub struct JobRequest {
     pub preset: Option<String>,
 }
 
-/// Where jobs may read and write: `--allow-root` directories, canonicalised once at start.
-/// Empty means unconfined (the worker warns about it at start).
+/// Where jobs may read and write: `--allow-root` directories, canonicalised once at start,
+/// and object prefixes (`s3://bucket/prefix/`, `nats-object://bucket/`). Empty means
+/// unconfined (the worker warns about it at start); once any root is given, a path or an
+/// object outside every root is refused.
 #[derive(Debug, Clone, Default)]
 pub struct PathPolicy {
     pub roots: Vec<PathBuf>,
+    pub object_roots: Vec<ObjectUrl>,
+}
+
+/// Splits a `:`-separated list of roots (`VW_ALLOW_ROOTS`, as `PATH`), keeping the `:` of an
+/// object URL's scheme (`s3://…`, `nats-object://…`).
+pub fn split_roots(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in text.split(':') {
+        match out.last_mut() {
+            Some(last) if piece.starts_with("//") && (last == "s3" || last == "nats-object") => {
+                last.push(':');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_string()),
+        }
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 impl PathPolicy {
-    /// Canonicalises each root; a root that does not exist is a configuration error.
+    /// Canonicalises each root; a root that does not exist is a configuration error. Each
+    /// entry may hold several roots separated by `:`.
     pub fn new(roots: &[PathBuf]) -> std::io::Result<PathPolicy> {
-        let roots = roots
-            .iter()
-            .map(|r| {
-                r.canonicalize().map_err(|e| {
+        let mut policy = PathPolicy::default();
+        for entry in roots {
+            for text in split_roots(&entry.to_string_lossy()) {
+                if is_object_url(&text) {
+                    let url = ObjectUrl::parse(&text, true).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("allowed root {text}: {}", e.message),
+                        )
+                    })?;
+                    policy.object_roots.push(url);
+                    continue;
+                }
+                let r = PathBuf::from(&text);
+                policy.roots.push(r.canonicalize().map_err(|e| {
                     std::io::Error::new(e.kind(), format!("allowed root {}: {e}", r.display()))
-                })
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(PathPolicy { roots })
+                })?);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// True when any root (path or object) was given.
+    pub fn is_confined(&self) -> bool {
+        !self.roots.is_empty() || !self.object_roots.is_empty()
+    }
+
+    /// `text` as an object location when it is one (`s3://`, `nats-object://`), confined to
+    /// the object roots; None for anything else (a path, checked by the caller).
+    pub fn object(&self, what: &str, text: &str) -> Result<Option<ObjectUrl>> {
+        if !is_object_url(text) {
+            return Ok(None);
+        }
+        let url = ObjectUrl::parse(text, false)
+            .map_err(|e| JobError::invalid_request(format!("{what}: {}", e.message)))?;
+        if self.is_confined() && !self.object_roots.iter().any(|r| url.is_within(r)) {
+            tracing::warn!(field = what, url = %url, roots = ?self.object_roots,
+                "job object outside the allowed roots");
+            return Err(JobError::invalid_request(format!(
+                "{what} {:?} is outside the allowed roots",
+                truncate(text, 200)
+            )));
+        }
+        if what == "output_path" && self.object_roots.iter().any(|r| r == &url) {
+            return Err(JobError::invalid_request(format!(
+                "output_path {text:?} is an allowed root itself; it would be replaced"
+            )));
+        }
+        Ok(Some(url))
     }
 
     /// Refuses a resolved path outside the roots. The message names only the job's own text:
     /// failed events are public, the server's layout and its roots are not (they are logged).
     fn check(&self, what: &str, original: &str, resolved: &Path) -> Result<()> {
-        if self.roots.is_empty() || self.roots.iter().any(|r| resolved.starts_with(r)) {
+        if !self.is_confined() || self.roots.iter().any(|r| resolved.starts_with(r)) {
             return Ok(());
         }
         tracing::warn!(
@@ -237,7 +299,7 @@ pub fn check_video_id(id: &str) -> Result<()> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -253,11 +315,15 @@ fn truncate(s: &str, max: usize) -> String {
 pub struct Job {
     pub kind: JobKind,
     pub video_id: String,
-    /// Canonical source path (inside the allowed roots).
+    /// Canonical source path (inside the allowed roots); empty for an object source.
     pub source: PathBuf,
     /// Output directory (its existing ancestor canonical, inside the allowed roots); unused
-    /// by metadata jobs.
+    /// by metadata jobs; empty for an object output.
     pub output: PathBuf,
+    /// An object source (`s3://`, `nats-object://`), inside the object roots.
+    pub source_object: Option<ObjectUrl>,
+    /// An object output prefix, inside the object roots.
+    pub output_object: Option<ObjectUrl>,
     pub user_id: Option<String>,
     pub qualities: Vec<Quality>,
     pub thumbnail_time: f64,
@@ -342,12 +408,23 @@ impl Job {
         }
         // Paths last: the output is checked before the source so that a job naming a missing
         // source outside the roots is refused for the roots.
-        let output = match &output_text {
-            Some(text) => policy.output(text)?,
-            None => PathBuf::new(),
+        let output_object = match &output_text {
+            Some(text) => policy.object("output_path", text)?,
+            None => None,
         };
-        let source = policy.source(&source_text)?;
-        if let Some(text) = output_text.as_deref().filter(|_| kind != JobKind::Metadata) {
+        let output = match &output_text {
+            Some(text) if output_object.is_none() => policy.output(text)?,
+            _ => PathBuf::new(),
+        };
+        let source_object = policy.object("source_path", &source_text)?;
+        let source = match source_object {
+            None => policy.source(&source_text)?,
+            Some(_) => PathBuf::new(),
+        };
+        let local_output = output_text
+            .as_deref()
+            .filter(|_| kind != JobKind::Metadata && output_object.is_none());
+        if let Some(text) = local_output {
             let claim = Claim {
                 source: &source,
                 video_id: Some(&video_id),
@@ -366,6 +443,8 @@ impl Job {
             video_id,
             source,
             output,
+            source_object,
+            output_object,
             user_id: req.user_id,
             qualities,
             thumbnail_time,
@@ -375,6 +454,43 @@ impl Job {
             gop_seconds: req.gop_seconds,
             preset: req.preset,
         })
+    }
+}
+
+impl Job {
+    /// True when the source or the output is in object storage.
+    pub fn uses_objects(&self) -> bool {
+        self.source_object.is_some() || self.output_object.is_some()
+    }
+
+    pub fn source_location(&self) -> Location {
+        match &self.source_object {
+            Some(url) => Location::Object(url.clone()),
+            None => Location::Local(self.source.clone()),
+        }
+    }
+
+    /// None for a metadata job (it writes nothing).
+    pub fn output_location(&self) -> Option<Location> {
+        match (&self.output_object, self.kind) {
+            (_, JobKind::Metadata) => None,
+            (Some(url), _) => Some(Location::Object(url.clone())),
+            (None, _) => Some(Location::Local(self.output.clone())),
+        }
+    }
+
+    /// The source and output as the producer named them (URLs or resolved paths): what the
+    /// fingerprint covers, so that it does not depend on a scratch folder.
+    pub fn public_paths(&self) -> (PathBuf, PathBuf) {
+        let source = match &self.source_object {
+            Some(url) => PathBuf::from(url.to_string()),
+            None => self.source.clone(),
+        };
+        let output = match &self.output_object {
+            Some(url) => PathBuf::from(url.to_string()),
+            None => self.output.clone(),
+        };
+        (source, output)
     }
 }
 
@@ -452,6 +568,12 @@ pub struct ProgressEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
     pub attempt: u64,
+    /// Bytes of an object source downloaded so far (object jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_downloaded: Option<u64>,
+    /// Bytes of an object output uploaded so far (object jobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_uploaded: Option<u64>,
 }
 
 pub fn unix_now() -> u64 {
@@ -706,6 +828,56 @@ mod tests {
             let err = Job::parse(JobKind::Process, payload.as_bytes(), &policy).unwrap_err();
             assert_eq!(err.kind, ErrorKind::InvalidRequest, "{err}");
         }
+    }
+
+    #[test]
+    fn allowed_roots_split_on_colons_but_keep_object_url_schemes() {
+        assert_eq!(
+            split_roots("/a:/b:s3://media/uploads/:nats-object://hls"),
+            vec!["/a", "/b", "s3://media/uploads/", "nats-object://hls"]
+        );
+        assert_eq!(split_roots("s3://b/p"), vec!["s3://b/p"]);
+    }
+
+    #[test]
+    fn object_paths_are_confined_to_object_roots_and_local_paths_to_local_roots() {
+        let (_dir, root, _) = platform_tree();
+        let policy = PathPolicy::new(&[
+            root.clone(),
+            PathBuf::from("s3://media/uploads/:s3://media/hls/"),
+        ])
+        .unwrap();
+        assert_eq!(policy.object_roots.len(), 2);
+        let parse = |src: &str, out: &str| {
+            let payload =
+                serde_json::json!({"video_id": "v1", "source_path": src, "output_path": out});
+            Job::parse(JobKind::Process, payload.to_string().as_bytes(), &policy)
+        };
+        let job = parse("s3://media/uploads/a.mp4", "s3://media/hls/v1").unwrap();
+        assert_eq!(job.source_object.as_ref().unwrap().key, "uploads/a.mp4");
+        assert_eq!(job.output_object.as_ref().unwrap().to_string(), "s3://media/hls/v1");
+        assert!(job.source.as_os_str().is_empty() && job.uses_objects());
+        let local = root.join("uploads/a.mp4").display().to_string();
+        let mixed = parse(&local, "s3://media/hls/v1").unwrap();
+        assert_eq!(mixed.source, root.join("uploads/a.mp4"));
+        for (src, out) in [
+            ("s3://media/other/a.mp4", "s3://media/hls/v1"),
+            ("s3://media/uploads/a.mp4", "s3://elsewhere/hls/v1"),
+            ("s3://media/uploads/a.mp4", "s3://media/hls"),
+            ("nats-object://media/uploads/a.mp4", "s3://media/hls/v1"),
+            ("s3://media/uploads/../x", "s3://media/hls/v1"),
+            ("/etc/passwd", "s3://media/hls/v1"),
+        ] {
+            let e = parse(src, out).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidRequest, "{src} -> {out}: {e}");
+        }
+        // Only object roots: local paths are refused.
+        let objects_only = PathPolicy::new(&[PathBuf::from("s3://media/")]).unwrap();
+        let payload = serde_json::json!({"video_id": "v1", "source_path": local,
+            "output_path": "s3://media/hls/v1"});
+        let e = Job::parse(JobKind::Process, payload.to_string().as_bytes(), &objects_only)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
     }
 
     #[test]

@@ -31,6 +31,9 @@
 //!   lanes, execution through a job process, the pure `disposition` of each message and its one
 //!   executor, the max-deliveries backstop), events, dead letters, callbacks, `submit`,
 //!   `streams`.
+//! - [`storage`]: sources and outputs in S3 (`s3://`) and the JetStream object store
+//!   (`nats-object://`): typed locations and their confinement, classified store errors, the
+//!   source streamed to scratch, segments uploaded as they close, master last (commit point).
 
 pub mod bench;
 pub mod error;
@@ -39,6 +42,7 @@ pub mod job;
 pub mod ladder;
 pub mod media;
 pub mod queue;
+pub mod storage;
 
 pub use error::{ErrorKind, JobError};
 

@@ -17,6 +17,7 @@ use video_worker::queue::status::StreamsArgs;
 use video_worker::queue::submit::SubmitArgs;
 use video_worker::queue::worker::WorkerArgs;
 use video_worker::queue::QueueError;
+use video_worker::storage::{self, StorageArgs};
 use video_worker::JobError;
 
 #[derive(Parser)]
@@ -50,10 +51,11 @@ enum Command {
 
 #[derive(Args)]
 struct TranscodeArgs {
-    /// Source video file (local path).
+    /// Source video: a local file, `s3://BUCKET/KEY` or `nats-object://BUCKET/NAME`.
     source: PathBuf,
     /// Output directory; it appears only when complete. An existing one is replaced only if
-    /// it is empty or an earlier `transcode` output (see --force).
+    /// it is empty or an earlier `transcode` output (see --force). Or an object prefix
+    /// (`s3://BUCKET/PREFIX`, `nats-object://BUCKET/PREFIX`): master.m3u8 is stored last.
     output_dir: PathBuf,
     /// Replace OUTPUT_DIR even if it is not an earlier output of this command (a folder that
     /// holds the source is refused all the same).
@@ -92,6 +94,52 @@ struct TranscodeArgs {
     /// The slowest libx264 preset a job may use (ultrafast … placebo).
     #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
     max_preset: &'static str,
+    /// NATS server for `nats-object://` locations.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// Where a command-line path points: an object, or a local path.
+fn location(path: &std::path::Path) -> Result<storage::Location, JobError> {
+    let text = path.to_string_lossy();
+    if storage::is_object_url(&text) {
+        return storage::ObjectUrl::parse(&text, false).map(storage::Location::Object);
+    }
+    Ok(storage::Location::Local(path.to_path_buf()))
+}
+
+/// `transcode` with an object source or output: download, transcode here, upload.
+fn transcode_objects(
+    args: &TranscodeArgs,
+    progress: std::sync::Arc<dyn Fn(&ProgressTick) + Send + Sync>,
+) -> Result<(media::Outcome, Option<storage::run::UploadReport>), JobError> {
+    let req = request(args)?;
+    let source = match location(&args.source)? {
+        storage::Location::Local(_) => storage::Location::Local(req.source.clone()),
+        object => object,
+    };
+    let output = match location(&args.output_dir)? {
+        storage::Location::Local(_) => storage::Location::Local(req.output_dir.clone()),
+        object => object,
+    };
+    let rt = runtime().map_err(|e| JobError::internal(e.to_string()))?;
+    rt.block_on(async {
+        let uses_nats = [&source, &output].iter().any(|l| {
+            matches!(l, storage::Location::Object(u) if u.scheme == storage::Scheme::NatsObject)
+        });
+        let nats = match uses_nats {
+            true => {
+                let url = args.storage.object_nats_url.as_deref().unwrap_or(&args.nats_url);
+                Some(storage::connect_nats(url).await?)
+            }
+            false => None,
+        };
+        let stores = std::sync::Arc::new(storage::Stores::new(args.storage.clone(), nats));
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        storage::run::transcode(stores, &source, &output, req, cancel, progress).await
+    })
 }
 
 fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
@@ -134,21 +182,37 @@ fn transcode(args: TranscodeArgs) -> ExitCode {
         );
         bar
     });
-    let progress = |tick: &ProgressTick| {
-        if let Some(bar) = &bar {
+    let shown = bar.clone();
+    let progress = move |tick: &ProgressTick| {
+        if let Some(bar) = &shown {
             bar.set_position(tick.percent.round() as u64);
             bar.set_message(format!("{} frames, {:.1} fps", tick.frames, tick.fps));
         }
     };
     let cancel = AtomicBool::new(false);
-    let result = request(&args).and_then(|req| media::transcode(&req, &cancel, &progress));
+    let objects = [&args.source, &args.output_dir]
+        .iter()
+        .any(|p| storage::is_object_url(&p.to_string_lossy()));
+    let mut upload = None;
+    let result = if objects {
+        transcode_objects(&args, std::sync::Arc::new(progress)).map(|(outcome, report)| {
+            upload = report;
+            outcome
+        })
+    } else {
+        request(&args).and_then(|req| media::transcode(&req, &cancel, &progress))
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     match result {
         Ok(outcome) => {
             if args.json {
-                println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+                let mut value = serde_json::to_value(&outcome).unwrap_or_default();
+                if let (Some(report), Some(map)) = (&upload, value.as_object_mut()) {
+                    map.insert("upload".into(), json!(report));
+                }
+                println!("{value}");
             } else {
                 println!(
                     "{}: {} renditions, {:.2} s, {} frames decoded, in {:.1} s",

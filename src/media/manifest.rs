@@ -110,6 +110,12 @@ pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    Ok(fingerprint_of(req, meta.len(), &mtime_ns.to_string()))
+}
+
+/// [`fingerprint`] with the source's size and version given: an object source has no file
+/// to stat (its version is the store's ETag or digest, in the place of the mtime).
+pub fn fingerprint_of(req: &TranscodeRequest, source_size: u64, source_version: &str) -> String {
     // Field names and order unchanged since version 1 (`kind` was always "process"), so the
     // outputs of earlier workers are still recognised.
     let canonical = serde_json::json!({
@@ -117,8 +123,8 @@ pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
         "kind": "process",
         "video_id": req.video_id.as_deref().unwrap_or_default(),
         "source": req.source,
-        "source_size": meta.len(),
-        "source_mtime_ns": mtime_ns.to_string(),
+        "source_size": source_size,
+        "source_mtime_ns": source_version,
         "output": req.output_dir,
         "qualities": req.qualities.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(),
         "thumbnail_time": req.thumbnail_time,
@@ -129,7 +135,7 @@ pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
         "limits": req.limits,
     });
     let digest = Sha256::digest(canonical.to_string().as_bytes());
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::queue::connect::ConnectArgs;
 use crate::queue::events::{self, Publisher};
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
+use crate::storage::{ObjectUrl, StorageArgs, Stores};
 
 /// `video-worker submit` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +73,12 @@ pub struct SubmitArgs {
     /// Print one JSON object (the PubAck, and with --wait the event) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Upload the local --source file to this object URL first (`s3://BUCKET/KEY`,
+    /// `nats-object://BUCKET/NAME`), and submit the job with the URL as its source.
+    #[arg(long)]
+    pub upload: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// How a submit ended.
@@ -98,8 +105,15 @@ impl SubmitReport {
     }
 }
 
-/// Builds the payload: file or stdin first, flags on top.
-fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>), QueueError> {
+/// What `--upload` sends before the job: a local file and its object URL.
+struct Upload {
+    local: PathBuf,
+    url: ObjectUrl,
+}
+
+/// Builds the payload: file or stdin first, flags on top; with `--upload`, the job's source
+/// is the URL and the local source is returned to be uploaded first.
+fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>, Option<Upload>), QueueError> {
     let mut req: JobRequest = match &args.file {
         Some(path) => {
             let mut text = Vec::new();
@@ -148,13 +162,23 @@ fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>), QueueError> {
             "source_path is required (--source or in the JSON)".into(),
         ));
     }
+    let upload = match &args.upload {
+        Some(text) => {
+            let url =
+                ObjectUrl::parse(text, false).map_err(|e| QueueError::Config(e.message))?;
+            let local = PathBuf::from(req.source_path.take().unwrap_or_default());
+            req.source_path = Some(url.to_string());
+            Some(Upload { local, url })
+        }
+        None => None,
+    };
     if req.output_path.is_none() && args.kind != JobKind::Metadata {
         return Err(QueueError::Config(
             "output_path is required (--output or in the JSON)".into(),
         ));
     }
     let bytes = serde_json::to_vec(&req).map_err(|e| QueueError::Config(e.to_string()))?;
-    Ok((video_id, bytes))
+    Ok((video_id, bytes, upload))
 }
 
 /// `--msg-id`, or `<kind>:<video_id>`. The worker's reserved namespace is refused.
@@ -211,8 +235,25 @@ pub async fn submit(
     args: &SubmitArgs,
     on_progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<SubmitReport, QueueError> {
-    let (video_id, bytes) = payload(args)?;
+    let (video_id, bytes, upload) = payload(args)?;
     let (client, _events) = args.connect.connect().await?;
+    if let Some(up) = &upload {
+        let nats = match &args.storage.object_nats_url {
+            Some(url) => crate::storage::connect_nats(url)
+                .await
+                .map_err(|e| QueueError::Config(e.message))?,
+            None => client.clone(),
+        };
+        let stores = Stores::new(args.storage.clone(), Some(nats));
+        let sent = std::sync::atomic::AtomicU64::new(0);
+        let bytes = stores
+            .put_file(&up.url, &up.local, &sent)
+            .await
+            .map_err(|e| {
+                QueueError::Config(format!("uploading {}: {}", up.local.display(), e.message))
+            })?;
+        tracing::info!(url = %up.url, bytes, "source uploaded");
+    }
     let publisher = Publisher::new(client.clone());
     let topology = &args.topology;
     if !args.no_setup {

@@ -17,6 +17,7 @@ use crate::isolation::{self, ChildEvent, ChildResult, MediaJob};
 use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
 use crate::ladder::Quality;
 use crate::media::{self, Limits, ProgressTick, TranscodeRequest};
+use crate::storage::Transfer;
 
 /// What a successful job hands to the success path.
 pub(super) struct Success {
@@ -35,7 +36,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(JobError::internal(format!("blocking task failed: {e}"))))
 }
 
-fn limits(args: &WorkerArgs) -> Limits {
+pub(super) fn limits(args: &WorkerArgs) -> Limits {
     Limits {
         max_width: args.max_width,
         max_height: args.max_height,
@@ -45,7 +46,7 @@ fn limits(args: &WorkerArgs) -> Limits {
 }
 
 /// The event of a job of `kind`, before its result is known.
-fn base_event(shared: &Shared, job: &Job, kind: JobKind, d: &Delivery) -> ProcessedEvent {
+pub(super) fn base_event(shared: &Shared, job: &Job, kind: JobKind, d: &Delivery) -> ProcessedEvent {
     ProcessedEvent {
         video_id: job.video_id.clone(),
         job: kind,
@@ -65,7 +66,7 @@ fn base_event(shared: &Shared, job: &Job, kind: JobKind, d: &Delivery) -> Proces
     }
 }
 
-fn describe_output(event: &mut ProcessedEvent, req: &TranscodeRequest) {
+pub(super) fn describe_output(event: &mut ProcessedEvent, req: &TranscodeRequest) {
     event.output_path = Some(req.output_dir.clone());
     event.master_playlist = Some(req.output_dir.join(media::hls::playlist::MASTER));
     event.thumbnail = Some(req.output_dir.join(media::thumbnail::FILE_NAME));
@@ -104,6 +105,9 @@ pub(super) async fn execute(
     heartbeat: &Arc<Heartbeat>,
 ) -> Result<Success, JobError> {
     let job = parse(shared, kind, payload).await?;
+    if job.uses_objects() {
+        return super::objects::execute(shared, job, d, heartbeat).await;
+    }
     tracing::info!(video_id = %job.video_id, source = %job.source.display(), "job valid");
     let mut event = base_event(shared, &job, kind, d);
     let limits = limits(&shared.args);
@@ -132,7 +136,7 @@ pub(super) async fn execute(
         JobKind::Metadata => Some(MediaJob::probe(&job.source, &limits)),
     };
     if let Some(work) = work {
-        let result = with_progress(shared, &job, d.attempt, heartbeat, work).await?;
+        let result = with_progress(shared, &job, d.attempt, heartbeat, work, None).await?;
         event.result = result.to_value();
         if let ChildResult::Thumbnail(t) = &result {
             event.thumbnail = t.get("path").and_then(|p| p.as_str()).map(PathBuf::from);
@@ -157,6 +161,9 @@ pub(super) async fn finished_event(
         return None;
     }
     let job = parse(shared, kind, payload).await.ok()?;
+    if job.uses_objects() {
+        return super::objects::finished_event(shared, job, d).await;
+    }
     let (req, finished) = request_and_finished(shared, &job).await.ok()?;
     let mut event = base_event(shared, &job, kind, d);
     describe_output(&mut event, &req);
@@ -166,7 +173,7 @@ pub(super) async fn finished_event(
     Some(event)
 }
 
-fn transcode_request(
+pub(super) fn transcode_request(
     args: &WorkerArgs,
     job: &Job,
     limits: Limits,
@@ -187,13 +194,15 @@ fn transcode_request(
     };
     req.limits = limits;
     req.video_id = Some(job.video_id.clone());
-    req.fingerprint = Some(media::manifest::fingerprint(&req)?);
+    if !job.uses_objects() {
+        req.fingerprint = Some(media::manifest::fingerprint(&req)?);
+    }
     Ok(req)
 }
 
 /// The manifest's `result` when `req.output_dir` holds a complete output made for the same
 /// request (same fingerprint): a redelivered job whose ack was lost. Blocking (reads files).
-fn finished_output(req: &TranscodeRequest) -> Option<Value> {
+pub(super) fn finished_output(req: &TranscodeRequest) -> Option<Value> {
     let outcome =
         media::manifest::Manifest::finished(&req.output_dir, req.fingerprint.as_deref()?)?;
     serde_json::to_value(outcome).ok()
@@ -228,12 +237,13 @@ pub(crate) async fn run_media(
 /// The media work with its progress: every tick beats the heartbeat (which keeps the
 /// message in progress), and goes out as a progress event at most once per
 /// `--progress-interval` (a full channel drops a tick, never blocks the media thread).
-async fn with_progress(
+pub(super) async fn with_progress(
     shared: &Arc<Shared>,
     job: &Job,
     attempt: u64,
     heartbeat: &Arc<Heartbeat>,
     work: MediaJob,
+    transfer: Option<Arc<Transfer>>,
 ) -> Result<ChildResult, JobError> {
     let (tick_tx, mut tick_rx) = mpsc::channel::<ProgressTick>(16);
     let beat = Arc::clone(heartbeat);
@@ -269,6 +279,12 @@ async fn with_progress(
                 fps: (t.fps * 10.0).round() / 10.0,
                 eta_seconds: t.eta_seconds.map(|e| e.round()),
                 attempt,
+                bytes_downloaded: transfer
+                    .as_ref()
+                    .map(|t| t.downloaded.load(std::sync::atomic::Ordering::Relaxed)),
+                bytes_uploaded: transfer
+                    .as_ref()
+                    .map(|t| t.uploaded.load(std::sync::atomic::Ordering::Relaxed)),
             };
             publisher.progress(&subject, &event).await;
         }

@@ -25,6 +25,7 @@ mod backstop;
 pub mod concurrency;
 mod execute;
 mod lane;
+mod objects;
 mod outcome;
 mod settle;
 
@@ -44,6 +45,7 @@ use crate::queue::dlq;
 use crate::queue::events::Publisher;
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
+use crate::storage::{StorageArgs, Stores};
 
 pub use concurrency::Concurrency;
 use lane::Lane;
@@ -81,8 +83,10 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 1)]
     pub metadata_jobs: usize,
     /// Directory that source_path and output_path must lie in (repeatable; resolved, so `..`
-    /// and symlinks cannot leave it). None: any path (a warning is logged).
-    #[arg(long = "allow-root", env = "VW_ALLOW_ROOTS", value_delimiter = ':')]
+    /// and symlinks cannot leave it), or an object prefix (`s3://bucket/prefix/`,
+    /// `nats-object://bucket/`); several may be joined by `:`. None: any path (a warning is
+    /// logged).
+    #[arg(long = "allow-root", env = "VW_ALLOW_ROOTS")]
     pub allow_roots: Vec<PathBuf>,
     /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are cancelled and
     /// handed back (stored again as a fresh message, so no delivery is used up).
@@ -155,6 +159,9 @@ pub struct WorkerArgs {
     /// Name in events and logs (default: <hostname>-<pid>).
     #[arg(long)]
     pub worker_name: Option<String>,
+    /// Sources and outputs in S3 and the NATS object store.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// What every job task shares.
@@ -178,6 +185,8 @@ struct Shared {
     stopping: watch::Receiver<bool>,
     /// Nak delays of transient failures.
     backoff: Backoff,
+    /// Object stores (S3, the JetStream object store) for object sources and outputs.
+    stores: Arc<Stores>,
     /// A lane that cannot recover its consumer reports here; the worker then stops and
     /// exits non-zero.
     fatal: mpsc::Sender<QueueError>,
@@ -199,7 +208,7 @@ pub async fn run(
     }
     let policy =
         PathPolicy::new(&args.allow_roots).map_err(|e| QueueError::Config(e.to_string()))?;
-    if policy.roots.is_empty() {
+    if !policy.is_confined() {
         tracing::warn!("no --allow-root given: jobs may read and write any path");
     }
     if args.callback_allow_hosts.is_empty() {
@@ -211,6 +220,13 @@ pub async fn run(
     media::init().map_err(|e| QueueError::Config(e.to_string()))?;
     let (client, _events) = args.connect.connect().await?;
     let publisher = Publisher::new(client.clone());
+    let object_nats = match &args.storage.object_nats_url {
+        Some(url) => crate::storage::connect_nats(url)
+            .await
+            .map_err(|e| QueueError::Config(e.message))?,
+        None => client.clone(),
+    };
+    let stores = Arc::new(Stores::new(args.storage.clone(), Some(object_nats)));
     let topology = Arc::new(args.topology.clone());
 
     if !args.no_setup {
@@ -271,6 +287,7 @@ pub async fn run(
             max: seconds(args.nak_max_delay, 0.0),
         },
         fatal: fatal_tx,
+        stores,
         worker: args
             .worker_name
             .clone()

@@ -1,0 +1,203 @@
+//! A job whose source or output is in object storage (`s3://`, `nats-object://`): the same
+//! steps as [`super::execute`], around an [`ObjectRun`] that gives the media work local
+//! files (scratch), uploads the output as it is made and deletes it if the job fails.
+//! While bytes move (download, uploads after the media work), the heartbeat keeps the
+//! message in progress as the media work's ticks do.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::execute::{
+    base_event, describe_output, finished_output, limits, transcode_request, with_progress,
+    Success,
+};
+use super::lane::Heartbeat;
+use super::outcome::Delivery;
+use super::Shared;
+use crate::error::JobError;
+use crate::isolation::{ChildResult, MediaJob};
+use crate::job::{self, Job, JobKind, ProcessedEvent};
+use crate::media::{self, hls::playlist::MASTER, TranscodeRequest};
+use crate::storage::{ObjectRun, ObjectUrl, Transfer};
+
+/// The job's transcode request on local (scratch) paths, with the fingerprint of what the
+/// producer named (URLs, the source's size and version): stable across deliveries.
+async fn request(shared: &Shared, job: &Job, run: &ObjectRun) -> Result<TranscodeRequest, JobError> {
+    let mut req = transcode_request(&shared.args, job, limits(&shared.args))?;
+    let (source, output) = job.public_paths();
+    let mut public = req.clone();
+    public.source = source;
+    public.output_dir = output;
+    let fingerprint = match &run.source_meta {
+        Some(meta) => media::manifest::fingerprint_of(&public, meta.size, &meta.version),
+        None => tokio::task::spawn_blocking(move || media::manifest::fingerprint(&public))
+            .await
+            .map_err(|e| JobError::internal(format!("blocking task failed: {e}")))??,
+    };
+    req.fingerprint = Some(fingerprint);
+    Ok(req)
+}
+
+/// The event's paths for an object output: the URLs a reader uses.
+fn describe_object_output(event: &mut ProcessedEvent, url: &ObjectUrl) {
+    let at = |name: &str| PathBuf::from(url.join(name).to_string());
+    event.output_path = Some(PathBuf::from(url.to_string()));
+    if event.job == JobKind::Process {
+        event.master_playlist = Some(at(MASTER));
+    }
+    event.thumbnail = Some(at(media::thumbnail::FILE_NAME));
+}
+
+/// Runs `work`, beating the heartbeat each second in which bytes moved.
+async fn beating<T>(
+    work: impl Future<Output = T>,
+    transfer: &Transfer,
+    heartbeat: &Heartbeat,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = tick.tick() => {
+                let moved = transfer.downloaded.load(Ordering::Relaxed)
+                    + transfer.uploaded.load(Ordering::Relaxed);
+                if moved != last {
+                    last = moved;
+                    heartbeat.beat();
+                }
+            }
+        }
+    }
+}
+
+async fn begin(shared: &Shared, job: &mut Job) -> Result<ObjectRun, JobError> {
+    let run = ObjectRun::begin(
+        Arc::clone(&shared.stores),
+        &job.video_id,
+        &job.source_location(),
+        job.output_location().as_ref(),
+    )
+    .await?;
+    // From here on the media side sees local files only.
+    job.source = run.source.clone();
+    if job.output_object.is_some() {
+        job.output = run.output_dir.clone();
+    }
+    Ok(run)
+}
+
+pub(super) async fn execute(
+    shared: &Arc<Shared>,
+    mut job: Job,
+    d: &Delivery,
+    heartbeat: &Arc<Heartbeat>,
+) -> Result<Success, JobError> {
+    let kind = job.kind;
+    let (source, output) = job.public_paths();
+    tracing::info!(video_id = %job.video_id, source = %source.display(),
+        output = %output.display(), "job valid (object storage)");
+    let run = begin(shared, &mut job).await?;
+    let mut event = base_event(shared, &job, kind, d);
+    let limits = limits(&shared.args);
+    let work = match kind {
+        JobKind::Process => {
+            let req = request(shared, &job, &run).await?;
+            describe_output(&mut event, &req);
+            let fingerprint = req.fingerprint.clone().unwrap_or_default();
+            let finished = match run.output_url() {
+                Some(_) => run
+                    .finished(&fingerprint)
+                    .await?
+                    .and_then(|o| serde_json::to_value(o).ok()),
+                None => {
+                    let r = req.clone();
+                    tokio::task::spawn_blocking(move || finished_output(&r))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            if let Some(url) = run.output_url() {
+                describe_object_output(&mut event, url);
+            }
+            if let Some(result) = finished {
+                tracing::info!("output already complete for this request: not transcoding again");
+                event.reused_output = true;
+                event.result = result;
+                event.completed_at_unix = job::unix_now();
+                return Ok(Success {
+                    event,
+                    callback_url: job.callback_url,
+                });
+            }
+            run.claim_output(Some(&job.video_id)).await?;
+            MediaJob::transcode(&req)
+        }
+        JobKind::Thumbnail => {
+            event.output_path = Some(job.output.clone());
+            MediaJob::thumbnail(&job.source, &job.output, job.thumbnail_time, &limits)
+        }
+        JobKind::Metadata => MediaJob::probe(&job.source, &limits),
+    };
+    beating(run.fetch_source(), &run.transfer, heartbeat).await?;
+    let media = with_progress(
+        shared,
+        &job,
+        d.attempt,
+        heartbeat,
+        work,
+        Some(Arc::clone(&run.transfer)),
+    );
+    let (mut result, report) = beating(run.produce(media), &run.transfer, heartbeat).await?;
+    if let ChildResult::Transcode(outcome) = &mut result {
+        run.publicise(outcome);
+    }
+    event.result = result.to_value();
+    if let ChildResult::Thumbnail(t) = &result {
+        event.thumbnail = t.get("path").and_then(|p| p.as_str()).map(PathBuf::from);
+    }
+    if let Some(url) = run.output_url() {
+        describe_object_output(&mut event, url);
+    }
+    if let (Some(report), Some(result)) = (report, event.result.as_object_mut()) {
+        result.insert(
+            "upload".into(),
+            serde_json::to_value(report).unwrap_or_default(),
+        );
+    }
+    event.completed_at_unix = job::unix_now();
+    Ok(Success {
+        event,
+        callback_url: job.callback_url,
+    })
+}
+
+/// The `video.processed` event of an object job whose output is already complete, or None.
+pub(super) async fn finished_event(
+    shared: &Arc<Shared>,
+    mut job: Job,
+    d: &Delivery,
+) -> Option<ProcessedEvent> {
+    let run = begin(shared, &mut job).await.ok()?;
+    let req = request(shared, &job, &run).await.ok()?;
+    let fingerprint = req.fingerprint.clone()?;
+    let result = match run.output_url() {
+        Some(_) => serde_json::to_value(run.finished(&fingerprint).await.ok()??).ok()?,
+        None => tokio::task::spawn_blocking(move || finished_output(&req))
+            .await
+            .ok()??,
+    };
+    let mut event = base_event(shared, &job, job.kind, d);
+    if let Some(url) = run.output_url() {
+        describe_object_output(&mut event, url);
+    }
+    event.reused_output = true;
+    event.result = result;
+    event.completed_at_unix = job::unix_now();
+    Some(event)
+}

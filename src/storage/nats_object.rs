@@ -1,0 +1,272 @@
+//! The JetStream object store (ADR-20) through async-nats' `object-store` feature, on the
+//! worker's own connection. A bucket is the stream `OBJ_<bucket>`; it is created only with
+//! `--create-buckets`. Reads are streamed (one chunk at a time) and their SHA-256 compared
+//! with the object's digest; a mismatch is retried once before it counts as corrupt.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
+use async_nats::jetstream::Context;
+use base64::Engine;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Failure, ObjectMeta, ObjectUrl, StoreError};
+
+/// Tries of one read or write that failed transiently (or with a digest mismatch).
+const ATTEMPTS: u32 = 3;
+
+pub(crate) struct Nats<'a> {
+    pub(crate) js: &'a Context,
+    pub(crate) create_buckets: bool,
+}
+
+/// A transient failure, by the text of async-nats' error kinds (timed out, publish failed…):
+/// anything that is not "not found" or "invalid".
+fn classify(url: &ObjectUrl, what: &str, e: impl std::fmt::Display) -> StoreError {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let failure = if lower.contains("not found") {
+        Failure::NotFound
+    } else if lower.contains("invalid") {
+        Failure::Invalid
+    } else if lower.contains("permission") || lower.contains("authorization") {
+        Failure::Denied
+    } else if lower.contains("digest") {
+        Failure::Corrupt
+    } else {
+        Failure::Transient
+    };
+    StoreError::new(failure, format!("{url}: {what}: {text}"))
+}
+
+/// Runs `op` up to [`ATTEMPTS`] times while it fails transiently (or, for reads, with a
+/// digest mismatch), with a doubling pause.
+async fn retried<T, F, Fut>(mut op: F) -> std::result::Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, StoreError>>,
+{
+    let mut pause = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && matches!(e.failure, Failure::Transient | Failure::Corrupt) =>
+            {
+                tracing::warn!(error = %e.message, attempt, "object store operation failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Nats<'_> {
+    /// The bucket; a missing one is created only for an output with `--create-buckets`.
+    pub(crate) async fn bucket(
+        &self,
+        name: &str,
+        for_output: bool,
+    ) -> std::result::Result<ObjectStore, StoreError> {
+        let url = ObjectUrl {
+            scheme: super::Scheme::NatsObject,
+            bucket: name.into(),
+            key: String::new(),
+        };
+        match self.js.get_object_store(name).await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                let e = classify(&url, "bucket", format!("{e}: {:?}", std::error::Error::source(&e)));
+                if e.failure != Failure::NotFound || !(for_output && self.create_buckets) {
+                    return Err(e);
+                }
+                tracing::info!(bucket = name, "creating the object store bucket (--create-buckets)");
+                self.js
+                    .create_object_store(async_nats::jetstream::object_store::Config {
+                        bucket: name.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| classify(&url, "creating the bucket", e))
+            }
+        }
+    }
+
+    pub(crate) async fn head(&self, url: &ObjectUrl) -> std::result::Result<ObjectMeta, StoreError> {
+        let bucket = &self.bucket(&url.bucket, false).await?;
+        let info = retried(move || async move {
+            bucket
+                .info(&url.key)
+                .await
+                .map_err(|e| classify(url, "info", e))
+        })
+        .await?;
+        Ok(ObjectMeta {
+            size: info.size as u64,
+            version: format!("{}:{}", info.nuid, info.digest.unwrap_or_default()),
+        })
+    }
+
+    pub(crate) async fn download(
+        &self,
+        url: &ObjectUrl,
+        dest: &Path,
+        max_bytes: u64,
+        counter: &AtomicU64,
+    ) -> std::result::Result<u64, StoreError> {
+        let bucket = &self.bucket(&url.bucket, false).await?;
+        retried(move || self.download_once(bucket, url, dest, max_bytes, counter)).await
+    }
+
+    async fn download_once(
+        &self,
+        bucket: &ObjectStore,
+        url: &ObjectUrl,
+        dest: &Path,
+        max_bytes: u64,
+        counter: &AtomicU64,
+    ) -> std::result::Result<u64, StoreError> {
+        let mut object = bucket
+            .get(&url.key)
+            .await
+            .map_err(|e| classify(url, "get", e))?;
+        let info = object.info().clone();
+        if info.size as u64 > max_bytes {
+            return Err(StoreError::new(
+                Failure::Invalid,
+                format!("{url} is {} bytes; at most {max_bytes} are accepted (--max-source-bytes)", info.size),
+            ));
+        }
+        let scratch = |e: std::io::Error| {
+            StoreError::new(Failure::Transient, format!("scratch {}: {e}", dest.display()))
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(scratch)?;
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = object
+                .read(&mut buf)
+                .await
+                .map_err(|e| classify(url, "reading", e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > max_bytes {
+                return Err(StoreError::new(
+                    Failure::Invalid,
+                    format!("{url} is larger than --max-source-bytes ({max_bytes})"),
+                ));
+            }
+            sha.update(&buf[..n]);
+            file.write_all(&buf[..n]).await.map_err(scratch)?;
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        file.flush().await.map_err(scratch)?;
+        if total != info.size as u64 {
+            return Err(StoreError::new(
+                Failure::Corrupt,
+                format!("{url}: {total} bytes read, {} announced", info.size),
+            ));
+        }
+        if let Some(expected) = &info.digest {
+            let got = format!(
+                "SHA-256={}",
+                base64::engine::general_purpose::URL_SAFE.encode(sha.finalize())
+            );
+            if &got != expected {
+                return Err(StoreError::new(
+                    Failure::Corrupt,
+                    format!("{url}: content digest {got} differs from the object's {expected}"),
+                ));
+            }
+        }
+        Ok(total)
+    }
+
+    pub(crate) async fn put_file(
+        &self,
+        url: &ObjectUrl,
+        path: &Path,
+        content_type: &'static str,
+        counter: &AtomicU64,
+    ) -> std::result::Result<u64, StoreError> {
+        let bucket = &self.bucket(&url.bucket, true).await?;
+        retried(move || async move {
+            let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+                StoreError::new(Failure::Transient, format!("reading {}: {e}", path.display()))
+            })?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Content-Type", content_type);
+            let meta = ObjectMetadata {
+                name: url.key.clone(),
+                headers: Some(headers),
+                ..Default::default()
+            };
+            let info = bucket
+                .put(meta, &mut file)
+                .await
+                .map_err(|e| classify(url, "put", e))?;
+            counter.fetch_add(info.size as u64, Ordering::Relaxed);
+            Ok(info.size as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_small(
+        &self,
+        url: &ObjectUrl,
+        max: u64,
+    ) -> std::result::Result<Option<Bytes>, StoreError> {
+        let bucket = match self.bucket(&url.bucket, false).await {
+            Ok(b) => b,
+            Err(e) if e.failure == Failure::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bucket = &bucket;
+        retried(move || async move {
+            let mut object = match bucket.get(&url.key).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = classify(url, "get", e);
+                    return match e.failure {
+                        Failure::NotFound => Ok(None),
+                        _ => Err(e),
+                    };
+                }
+            };
+            if object.info().size as u64 > max {
+                return Err(StoreError::new(
+                    Failure::Invalid,
+                    format!("{url} is {} bytes, more than the {max} expected", object.info().size),
+                ));
+            }
+            let mut data = Vec::new();
+            object
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| classify(url, "reading", e))?;
+            Ok(Some(Bytes::from(data)))
+        })
+        .await
+    }
+
+    pub(crate) async fn delete(&self, url: &ObjectUrl) -> std::result::Result<(), StoreError> {
+        let bucket = &self.bucket(&url.bucket, false).await?;
+        retried(move || async move {
+            bucket
+                .delete(&url.key)
+                .await
+                .map_err(|e| classify(url, "delete", e))
+        })
+        .await
+    }
+}
