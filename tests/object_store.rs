@@ -516,6 +516,94 @@ async fn a_cancelled_object_job_deletes_what_it_uploaded() {
     assert_eq!(after, serde_json::json!([]), "left behind: {after}\n{}", w.log());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_nats_object_put_leaves_no_orphan_chunks_and_submit_upload_fails() {
+    let server = NatsServer::start();
+    let (_c, js) = jetstream(&server.url()).await;
+    // A bucket too small for the file: the stream refuses chunks once full, mid-put.
+    js.create_object_store(async_nats::jetstream::object_store::Config {
+        bucket: "tiny".into(),
+        max_bytes: 400 * 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, common_block()).unwrap();
+    let args: Vec<String> = [
+        "submit",
+        "--nats-url",
+        &server.url(),
+        "--video-id",
+        "t1",
+        "--source",
+        &file.display().to_string(),
+        "--upload",
+        "nats-object://tiny/big.bin",
+        "--output",
+        "/tmp/unused",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, _out, err) = run_cli(&args, T);
+    assert!(!status.success(), "the upload cannot fit: {err}");
+    let mut stream = js.get_stream("OBJ_tiny").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!(state.messages, 0, "orphan chunks left: {state:?}");
+    // No job was submitted for a source that is not there.
+    assert!(messages(&js, STREAM, "video.process").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_upload_puts_a_local_file_into_s3_and_the_job_names_the_url() {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    let s = Scratch::new();
+    let source = s.uploads().join("u1.mp4");
+    make_video(&source, 320, 240, 2.0);
+    peer(&["s3-put", &moto.endpoint(), BUCKET, "marker", &source.display().to_string()]);
+    let args = worker_args(&server.url(), &s, &["s3://media/"]);
+    let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
+    let submit_args: Vec<String> = [
+        "submit",
+        "--nats-url",
+        &server.url(),
+        "--video-id",
+        "u1",
+        "--source",
+        &source.display().to_string(),
+        "--upload",
+        "s3://media/uploads/u1.mp4",
+        "--output",
+        "s3://media/hls/u1",
+        "--quality",
+        "240p",
+        "--segment-seconds",
+        "1",
+        "--wait",
+        "--json",
+        "--timeout",
+        "100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = aws_env(&moto.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, out, err) = run_cli_env(&submit_args, &env, T);
+    assert!(status.success(), "{out}\n{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["processed"]["master_playlist"], "s3://media/hls/u1/master.m3u8");
+    let keys = peer(&["s3-keys", &moto.endpoint(), BUCKET, "uploads/"]);
+    assert_eq!(keys, serde_json::json!(["uploads/u1.mp4"]));
+    let (_c, js) = jetstream(&server.url()).await;
+    let jobs = messages(&js, STREAM, "video.process").await;
+    let job: Value = serde_json::from_slice(&jobs[0].payload).unwrap();
+    assert_eq!(job["source_path"], "s3://media/uploads/u1.mp4");
+}
+
 /// The worker's peak RSS while it downloads a large source (1 GiB unless `VW_BIG_SOURCE_MB`
 /// says otherwise) compared with a small one: it must not grow with the source. Slow (it
 /// moves a gigabyte through moto): run with `--ignored`.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions, ObjectStore};
 use async_nats::jetstream::Context;
 use base64::Engine;
 use bytes::Bytes;
@@ -18,6 +18,9 @@ use super::{Failure, ObjectMeta, ObjectUrl, StoreError};
 
 /// Tries of one read or write that failed transiently (or with a digest mismatch).
 const ATTEMPTS: u32 = 3;
+/// Chunk size of stored objects: the JetStream object store's default (128 KiB), well under
+/// any server's max_payload.
+const CHUNK_BYTES: usize = 128 * 1024;
 
 pub(crate) struct Nats<'a> {
     pub(crate) js: &'a Context,
@@ -192,6 +195,11 @@ impl Nats<'_> {
         Ok(total)
     }
 
+    /// Stores the file at `path` as `url`. Written here rather than with async-nats' `put`:
+    /// that one publishes the chunks under a fresh nuid, then the metadata, and a failure in
+    /// between leaves the chunks in the stream with nothing pointing at them. Same wire format
+    /// (ADR-20: chunks on `$O.<bucket>.C.<nuid>`, then the info on `$O.<bucket>.M.<name>` with
+    /// a rollup), and the chunks are purged when anything fails.
     pub(crate) async fn put_file(
         &self,
         url: &ObjectUrl,
@@ -200,25 +208,122 @@ impl Nats<'_> {
         counter: &AtomicU64,
     ) -> std::result::Result<u64, StoreError> {
         let bucket = &self.bucket(&url.bucket, true).await?;
-        retried(move || async move {
-            let mut file = tokio::fs::File::open(path).await.map_err(|e| {
-                StoreError::new(Failure::Transient, format!("reading {}: {e}", path.display()))
-            })?;
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Content-Type", content_type);
-            let meta = ObjectMetadata {
-                name: url.key.clone(),
-                headers: Some(headers),
-                ..Default::default()
-            };
-            let info = bucket
-                .put(meta, &mut file)
+        retried(move || self.put_once(bucket, url, path, content_type, counter)).await
+    }
+
+    async fn put_once(
+        &self,
+        bucket: &ObjectStore,
+        url: &ObjectUrl,
+        path: &Path,
+        content_type: &'static str,
+        counter: &AtomicU64,
+    ) -> std::result::Result<u64, StoreError> {
+        let stream = self
+            .js
+            .get_stream(format!("OBJ_{}", url.bucket))
+            .await
+            .map_err(|e| classify(url, "opening the bucket's stream", e))?;
+        let previous = bucket.info(&url.key).await.ok();
+        let nuid = nuid::next().to_string();
+        let chunks_subject = format!("$O.{}.C.{nuid}", url.bucket);
+        let stored = self
+            .publish_object(url, path, content_type, &nuid, &chunks_subject, counter)
+            .await;
+        match &stored {
+            Err(_) => {
+                // No orphan chunks: whatever part of this version was stored goes.
+                if let Err(e) = stream.purge().filter(&chunks_subject).await {
+                    tracing::warn!(object = %url, error = %e, "could not purge the chunks of a failed put");
+                }
+            }
+            Ok(_) => {
+                if let Some(old) = previous.filter(|o| !o.nuid.is_empty()) {
+                    let old_chunks = format!("$O.{}.C.{}", url.bucket, old.nuid);
+                    if let Err(e) = stream.purge().filter(&old_chunks).await {
+                        tracing::warn!(object = %url, error = %e, "could not purge the previous version's chunks");
+                    }
+                }
+            }
+        }
+        stored
+    }
+
+    async fn publish_object(
+        &self,
+        url: &ObjectUrl,
+        path: &Path,
+        content_type: &'static str,
+        nuid: &str,
+        chunks_subject: &str,
+        counter: &AtomicU64,
+    ) -> std::result::Result<u64, StoreError> {
+        let local = |e: std::io::Error| {
+            StoreError::new(Failure::Transient, format!("reading {}: {e}", path.display()))
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        let mut sha = Sha256::new();
+        let (mut size, mut chunks) = (0usize, 0usize);
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+            (&mut file)
+                .take(CHUNK_BYTES as u64)
+                .read_to_end(&mut chunk)
                 .await
-                .map_err(|e| classify(url, "put", e))?;
-            counter.fetch_add(info.size as u64, Ordering::Relaxed);
-            Ok(info.size as u64)
-        })
-        .await
+                .map_err(local)?;
+            if chunk.is_empty() {
+                break;
+            }
+            sha.update(&chunk);
+            size += chunk.len();
+            chunks += 1;
+            let n = chunk.len() as u64;
+            self.js
+                .publish(chunks_subject.to_string(), Bytes::from(chunk))
+                .await
+                .map_err(|e| classify(url, "publishing a chunk", e))?
+                .await
+                .map_err(|e| classify(url, "storing a chunk", e))?;
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", content_type);
+        let info = ObjectInfo {
+            name: url.key.clone(),
+            description: None,
+            metadata: Default::default(),
+            headers: Some(headers),
+            options: Some(ObjectOptions {
+                link: None,
+                max_chunk_size: Some(CHUNK_BYTES),
+            }),
+            bucket: url.bucket.clone(),
+            nuid: nuid.to_string(),
+            size,
+            chunks,
+            modified: Some(async_nats::datetime::now()),
+            digest: Some(format!(
+                "SHA-256={}",
+                base64::engine::general_purpose::URL_SAFE.encode(sha.finalize())
+            )),
+            deleted: false,
+        };
+        let body = serde_json::to_vec(&info)
+            .map_err(|e| StoreError::new(Failure::Invalid, format!("{url}: object info: {e}")))?;
+        let mut rollup = async_nats::HeaderMap::new();
+        rollup.insert(async_nats::header::NATS_ROLLUP, "sub");
+        let meta_subject = format!(
+            "$O.{}.M.{}",
+            url.bucket,
+            base64::engine::general_purpose::URL_SAFE.encode(&url.key)
+        );
+        self.js
+            .publish_with_headers(meta_subject, rollup, Bytes::from(body))
+            .await
+            .map_err(|e| classify(url, "publishing the object info", e))?
+            .await
+            .map_err(|e| classify(url, "storing the object info", e))?;
+        Ok(size as u64)
     }
 
     pub(crate) async fn get_small(

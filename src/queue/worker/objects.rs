@@ -144,7 +144,15 @@ pub(super) async fn execute(
         }
         JobKind::Metadata => MediaJob::probe(&job.source, &limits),
     };
-    beating(run.fetch_source(), &run.transfer, heartbeat).await?;
+    // A shutdown past its grace stops a download as it stops the media work.
+    let mut cancel = shared.cancel.clone();
+    let download = async {
+        tokio::select! {
+            r = run.fetch_source() => r,
+            _ = cancel.wait_for(|c| *c) => Err(JobError::cancelled("cancelled while downloading the source")),
+        }
+    };
+    beating(download, &run.transfer, heartbeat).await?;
     let media = with_progress(
         shared,
         &job,
