@@ -855,7 +855,10 @@ mod tests {
         };
         let job = parse("s3://media/uploads/a.mp4", "s3://media/hls/v1").unwrap();
         assert_eq!(job.source_object.as_ref().unwrap().key, "uploads/a.mp4");
-        assert_eq!(job.output_object.as_ref().unwrap().to_string(), "s3://media/hls/v1");
+        assert_eq!(
+            job.output_object.as_ref().unwrap().to_string(),
+            "s3://media/hls/v1"
+        );
         assert!(job.source.as_os_str().is_empty() && job.uses_objects());
         let local = root.join("uploads/a.mp4").display().to_string();
         let mixed = parse(&local, "s3://media/hls/v1").unwrap();
@@ -875,8 +878,12 @@ mod tests {
         let objects_only = PathPolicy::new(&[PathBuf::from("s3://media/")]).unwrap();
         let payload = serde_json::json!({"video_id": "v1", "source_path": local,
             "output_path": "s3://media/hls/v1"});
-        let e = Job::parse(JobKind::Process, payload.to_string().as_bytes(), &objects_only)
-            .unwrap_err();
+        let e = Job::parse(
+            JobKind::Process,
+            payload.to_string().as_bytes(),
+            &objects_only,
+        )
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidRequest);
     }
 

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Transcode one source into an HLS ladder (master + media playlists, segments, thumbnail).
-    Transcode(TranscodeArgs),
+    Transcode(Box<TranscodeArgs>),
     /// Run the JetStream worker: pull jobs from video.process / video.thumbnail /
     /// video.metadata, ack each when its output is complete.
     Run(Box<WorkerArgs>),
@@ -131,7 +131,11 @@ fn transcode_objects(
         });
         let nats = match uses_nats {
             true => {
-                let url = args.storage.object_nats_url.as_deref().unwrap_or(&args.nats_url);
+                let url = args
+                    .storage
+                    .object_nats_url
+                    .as_deref()
+                    .unwrap_or(&args.nats_url);
                 Some(storage::connect_nats(url).await?)
             }
             false => None,
@@ -416,7 +420,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
-        Command::Transcode(args) => transcode(args),
+        Command::Transcode(args) => transcode(*args),
         Command::Run(args) => run(*args),
         Command::Submit(args) => submit(*args),
         Command::Streams(args) => streams(*args),

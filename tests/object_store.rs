@@ -189,9 +189,17 @@ fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn spawn_worker(name: &str, s: &Scratch, args: &[String], env: &[(&'static str, String)]) -> Worker {
+/// A worker, once it serves (its streams and consumers exist).
+fn spawn_worker(
+    name: &str,
+    s: &Scratch,
+    args: &[String],
+    env: &[(&'static str, String)],
+) -> Worker {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Worker::spawn_env(name, &s.logs(), args, &env)
+    let w = Worker::spawn_env(name, &s.logs(), args, &env);
+    w.wait_log("serving", T);
+    w
 }
 
 /// The worker's flags: the test's local root, the given object roots, scratch under the root.
@@ -231,7 +239,11 @@ async fn submit(js: &async_nats::jetstream::Context, job: &Value, msg_id: &str) 
 }
 
 /// The `video.processed` (Ok) or `video.failed` (Err) event of `video_id`, the `n`-th one.
-async fn outcome(js: &async_nats::jetstream::Context, video_id: &str, n: usize) -> Result<Value, Value> {
+async fn outcome(
+    js: &async_nats::jetstream::Context,
+    video_id: &str,
+    n: usize,
+) -> Result<Value, Value> {
     eventually(T, "the job's outcome", || async {
         let done: Vec<Value> = events(js, "video.processed")
             .await
@@ -285,9 +297,19 @@ async fn an_s3_source_becomes_an_s3_ladder_that_boto3_reads_back_with_matching_d
     let s = Scratch::new();
     let source = s.uploads().join("v1.mp4");
     make_video(&source, 640, 360, 3.0);
-    let put = peer(&["s3-put", &moto.endpoint(), BUCKET, "uploads/v1.mp4", &source.display().to_string()]);
+    let put = peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/v1.mp4",
+        &source.display().to_string(),
+    ]);
     assert_eq!(put["etag"], put["md5"]);
-    let args = worker_args(&server.url(), &s, &["s3://media/uploads/", "s3://media/hls/"]);
+    let args = worker_args(
+        &server.url(),
+        &s,
+        &["s3://media/uploads/", "s3://media/hls/"],
+    );
     let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (client, js) = jetstream(&server.url()).await;
     let mut progress = client.subscribe("video.progress.v1").await.unwrap();
@@ -298,10 +320,21 @@ async fn an_s3_source_becomes_an_s3_ladder_that_boto3_reads_back_with_matching_d
     assert_eq!(done["master_playlist"], "s3://media/hls/v1/master.m3u8");
     assert_eq!(done["reused_output"], false);
     assert_eq!(done["result"]["source"], "s3://media/uploads/v1.mp4");
-    assert!(done["result"]["upload"]["first_segment_seconds"].as_f64().is_some(), "{done}");
+    assert!(
+        done["result"]["upload"]["first_segment_seconds"]
+            .as_f64()
+            .is_some(),
+        "{done}"
+    );
 
     let back = s.root().join("back");
-    let tree = peer(&["s3-tree", &moto.endpoint(), BUCKET, "hls/v1", &back.display().to_string()]);
+    let tree = peer(&[
+        "s3-tree",
+        &moto.endpoint(),
+        BUCKET,
+        "hls/v1",
+        &back.display().to_string(),
+    ]);
     let manifest = check_tree(&tree, &back, &["360p", "240p"]);
     assert_eq!(manifest["result"]["output_dir"], "s3://media/hls/v1");
     assert_eq!(manifest["result"]["source"], "s3://media/uploads/v1.mp4");
@@ -309,13 +342,16 @@ async fn an_s3_source_becomes_an_s3_ladder_that_boto3_reads_back_with_matching_d
     // Progress events carry the bytes moved.
     use futures_util::StreamExt;
     let mut saw_bytes = false;
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await {
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await
+    {
         let p: Value = serde_json::from_slice(&m.payload).unwrap();
         saw_bytes |= p["bytes_downloaded"].as_u64().is_some_and(|b| b > 0);
     }
     assert!(saw_bytes, "no progress event with bytes_downloaded");
     // Nothing left in scratch.
-    let left: Vec<_> = std::fs::read_dir(s.root().join("scratch")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(s.root().join("scratch"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "scratch not cleaned: {left:?}");
 }
 
@@ -325,21 +361,44 @@ async fn a_nats_object_source_becomes_a_nats_object_ladder_that_nats_py_reads_ba
     let s = Scratch::new();
     let source = s.uploads().join("n1.mp4");
     make_video(&source, 640, 360, 3.0);
-    let put = peer(&["nats-put", &server.url(), "uploads", "raw/n1.mp4", &source.display().to_string()]);
+    let put = peer(&[
+        "nats-put",
+        &server.url(),
+        "uploads",
+        "raw/n1.mp4",
+        &source.display().to_string(),
+    ]);
     assert!(put["digest"].as_str().unwrap().starts_with("SHA-256="));
-    let args = worker_args(&server.url(), &s, &["nats-object://uploads/", "nats-object://hls/"]);
+    let args = worker_args(
+        &server.url(),
+        &s,
+        &["nats-object://uploads/", "nats-object://hls/"],
+    );
     let mut with_create = args.clone();
     with_create.push("--create-buckets".into());
     let _w = spawn_worker("w1", &s, &with_create, &[]);
     let (_c, js) = jetstream(&server.url()).await;
-    let job = object_job("n1", "nats-object://uploads/raw/n1.mp4", "nats-object://hls/n1");
+    let job = object_job(
+        "n1",
+        "nats-object://uploads/raw/n1.mp4",
+        "nats-object://hls/n1",
+    );
     submit(&js, &job, "process:n1").await;
     let done = outcome(&js, "n1", 1).await.expect("processed");
     assert_eq!(done["master_playlist"], "nats-object://hls/n1/master.m3u8");
     let back = s.root().join("back");
-    let tree = peer(&["nats-tree", &server.url(), "hls", "n1", &back.display().to_string()]);
+    let tree = peer(&[
+        "nats-tree",
+        &server.url(),
+        "hls",
+        "n1",
+        &back.display().to_string(),
+    ]);
     let manifest = check_tree(&tree, &back, &["360p", "240p"]);
-    assert_eq!(manifest["result"]["source"], "nats-object://uploads/raw/n1.mp4");
+    assert_eq!(
+        manifest["result"]["source"],
+        "nats-object://uploads/raw/n1.mp4"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,23 +408,54 @@ async fn a_mixed_job_reads_a_nats_object_source_and_writes_an_s3_ladder_and_a_lo
     let s = Scratch::new();
     let source = s.uploads().join("m1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&["nats-put", &server.url(), "uploads", "m1.mp4", &source.display().to_string()]);
+    peer(&[
+        "nats-put",
+        &server.url(),
+        "uploads",
+        "m1.mp4",
+        &source.display().to_string(),
+    ]);
     // The output bucket exists (made by the peer); the worker never creates S3 buckets.
-    peer(&["s3-put", &moto.endpoint(), BUCKET, "marker", &source.display().to_string()]);
-    let args = worker_args(&server.url(), &s, &["nats-object://uploads/", "s3://media/hls/"]);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "marker",
+        &source.display().to_string(),
+    ]);
+    let args = worker_args(
+        &server.url(),
+        &s,
+        &["nats-object://uploads/", "s3://media/hls/"],
+    );
     let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (_c, js) = jetstream(&server.url()).await;
-    submit(&js, &object_job("m1", "nats-object://uploads/m1.mp4", "s3://media/hls/m1"), "process:m1").await;
+    submit(
+        &js,
+        &object_job("m1", "nats-object://uploads/m1.mp4", "s3://media/hls/m1"),
+        "process:m1",
+    )
+    .await;
     let done = outcome(&js, "m1", 1).await.expect("processed");
     assert_eq!(done["master_playlist"], "s3://media/hls/m1/master.m3u8");
     let back = s.root().join("back");
-    let tree = peer(&["s3-tree", &moto.endpoint(), BUCKET, "hls/m1", &back.display().to_string()]);
+    let tree = peer(&[
+        "s3-tree",
+        &moto.endpoint(),
+        BUCKET,
+        "hls/m1",
+        &back.display().to_string(),
+    ]);
     check_tree(&tree, &back, &["240p"]);
     // An object source with a local output: published as a local folder.
     let local_out = s.hls().join("m2");
     submit(
         &js,
-        &object_job("m2", "nats-object://uploads/m1.mp4", &local_out.display().to_string()),
+        &object_job(
+            "m2",
+            "nats-object://uploads/m1.mp4",
+            &local_out.display().to_string(),
+        ),
         "process:m2",
     )
     .await;
@@ -383,13 +473,21 @@ async fn wrong_s3_credentials_are_a_permanent_failure_and_the_secret_never_reach
     let args = worker_args(&server.url(), &s, &["s3://media/"]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (_c, js) = jetstream(&server.url()).await;
-    submit(&js, &object_job("c1", "s3://media/uploads/c1.mp4", "s3://media/hls/c1"), "process:c1").await;
+    submit(
+        &js,
+        &object_job("c1", "s3://media/uploads/c1.mp4", "s3://media/hls/c1"),
+        "process:c1",
+    )
+    .await;
     let failed = outcome(&js, "c1", 1).await.expect_err("must fail");
     assert_eq!(failed["kind"], "invalid_request", "{failed}");
     assert_eq!(failed["permanent"], true);
     assert_eq!(failed["attempt"], 1, "retried: {failed}");
     let everything = format!("{}\n{failed}", w.log());
-    assert!(!everything.contains(SECRET), "the secret leaked:\n{everything}");
+    assert!(
+        !everything.contains(SECRET),
+        "the secret leaked:\n{everything}"
+    );
     // `--help` hides the environment's value too.
     let (_, help, _) = run_cli_env(
         &["run".into(), "--help".into()],
@@ -407,7 +505,13 @@ async fn a_redelivered_finished_object_job_is_reused_not_transcoded_again() {
     let s = Scratch::new();
     let source = s.uploads().join("r1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&["s3-put", &moto.endpoint(), BUCKET, "uploads/r1.mp4", &source.display().to_string()]);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/r1.mp4",
+        &source.display().to_string(),
+    ]);
     let args = worker_args(&server.url(), &s, &["s3://media/"]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (_c, js) = jetstream(&server.url()).await;
@@ -421,7 +525,12 @@ async fn a_redelivered_finished_object_job_is_reused_not_transcoded_again() {
     assert_eq!(second["reused_output"], true, "{second}");
     assert_eq!(second["fingerprint"], first["fingerprint"]);
     assert_eq!(second["master_playlist"], "s3://media/hls/r1/master.m3u8");
-    assert_eq!(w.log().matches("source downloaded to scratch").count(), 1, "{}", w.log());
+    assert_eq!(
+        w.log().matches("source downloaded to scratch").count(),
+        1,
+        "{}",
+        w.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +538,11 @@ async fn object_locations_outside_the_allowed_buckets_and_prefixes_are_invalid_r
     let server = NatsServer::start();
     let moto = Moto::start();
     let s = Scratch::new();
-    let args = worker_args(&server.url(), &s, &["s3://media/uploads/", "s3://media/hls/"]);
+    let args = worker_args(
+        &server.url(),
+        &s,
+        &["s3://media/uploads/", "s3://media/hls/"],
+    );
     let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (_c, js) = jetstream(&server.url()).await;
     let cases = [
@@ -437,7 +550,11 @@ async fn object_locations_outside_the_allowed_buckets_and_prefixes_are_invalid_r
         ("x2", "s3://media/uploads-evil/a.mp4", "s3://media/hls/x2"),
         ("x3", "s3://media/uploads/a.mp4", "s3://media/private/x3"),
         ("x4", "nats-object://uploads/a.mp4", "s3://media/hls/x4"),
-        ("x5", "s3://media/uploads/../secret.mp4", "s3://media/hls/x5"),
+        (
+            "x5",
+            "s3://media/uploads/../secret.mp4",
+            "s3://media/hls/x5",
+        ),
         ("x6", "s3://media/uploads/a.mp4", "s3://media/hls/"),
     ];
     for (id, src, out) in cases {
@@ -449,25 +566,46 @@ async fn object_locations_outside_the_allowed_buckets_and_prefixes_are_invalid_r
     }
     // A local path is refused too once only object roots… are given besides the test root:
     // here the local root is allowed, a path outside it is not.
-    submit(&js, &object_job("x7", "/etc/passwd", "s3://media/hls/x7"), "process:x7").await;
-    assert_eq!(outcome(&js, "x7", 1).await.expect_err("refused")["kind"], "invalid_request");
+    submit(
+        &js,
+        &object_job("x7", "/etc/passwd", "s3://media/hls/x7"),
+        "process:x7",
+    )
+    .await;
+    assert_eq!(
+        outcome(&js, "x7", 1).await.expect_err("refused")["kind"],
+        "invalid_request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_s3_outage_mid_upload_is_retried_and_no_master_is_visible_before_the_ladder_is_complete() {
+async fn an_s3_outage_mid_upload_is_retried_and_no_master_is_visible_before_the_ladder_is_complete()
+{
     let server = NatsServer::start();
     let moto = Moto::start();
     let relay = Relay::start(moto.port);
     let s = Scratch::new();
     let source = s.uploads().join("o1.mp4");
     make_video(&source, 320, 240, 6.0);
-    peer(&["s3-put", &moto.endpoint(), BUCKET, "uploads/o1.mp4", &source.display().to_string()]);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/o1.mp4",
+        &source.display().to_string(),
+    ]);
     let mut args = worker_args(&server.url(), &s, &["s3://media/"]);
-    args.extend(["--s3-retries".into(), "12".into(), "--s3-timeout".into(), "5".into()]);
+    args.extend([
+        "--s3-retries".into(),
+        "12".into(),
+        "--s3-timeout".into(),
+        "5".into(),
+    ]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
     // The peer watches the prefix directly (not through the relay) for the commit point.
     let endpoint = moto.endpoint();
-    let watcher = std::thread::spawn(move || peer(&["s3-watch", &endpoint, BUCKET, "hls/o1", "100"]));
+    let watcher =
+        std::thread::spawn(move || peer(&["s3-watch", &endpoint, BUCKET, "hls/o1", "100"]));
     let (_c, js) = jetstream(&server.url()).await;
     let mut job = object_job("o1", "s3://media/uploads/o1.mp4", "s3://media/hls/o1");
     job["preset"] = "slower".into();
@@ -477,17 +615,29 @@ async fn an_s3_outage_mid_upload_is_retried_and_no_master_is_visible_before_the_
     let keys_during = peer(&["s3-keys", &moto.endpoint(), BUCKET, "hls/o1/"]);
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        !keys_during.as_array().unwrap().iter().any(|k| k == "hls/o1/master.m3u8"),
+        !keys_during
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "hls/o1/master.m3u8"),
         "master visible during the outage: {keys_during}"
     );
     relay.set_down(false);
-    let done = outcome(&js, "o1", 1).await.expect("processed after the outage");
+    let done = outcome(&js, "o1", 1)
+        .await
+        .expect("processed after the outage");
     assert_eq!(done["master_playlist"], "s3://media/hls/o1/master.m3u8");
     let watched = watcher.join().unwrap();
     assert_eq!(watched["master_seen"], true, "{watched}");
     assert_eq!(watched["violations"], serde_json::json!([]), "{watched}");
     let back = s.root().join("back");
-    let tree = peer(&["s3-tree", &moto.endpoint(), BUCKET, "hls/o1", &back.display().to_string()]);
+    let tree = peer(&[
+        "s3-tree",
+        &moto.endpoint(),
+        BUCKET,
+        "hls/o1",
+        &back.display().to_string(),
+    ]);
     check_tree(&tree, &back, &["360p", "240p"]);
 }
 
@@ -498,7 +648,13 @@ async fn a_cancelled_object_job_deletes_what_it_uploaded() {
     let s = Scratch::new();
     let source = s.uploads().join("f1.mp4");
     make_video(&source, 320, 240, 8.0);
-    peer(&["s3-put", &moto.endpoint(), BUCKET, "uploads/f1.mp4", &source.display().to_string()]);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/f1.mp4",
+        &source.display().to_string(),
+    ]);
     let mut args = worker_args(&server.url(), &s, &["s3://media/"]);
     args.extend(["--grace".into(), "0".into()]);
     let mut w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
@@ -508,12 +664,20 @@ async fn a_cancelled_object_job_deletes_what_it_uploaded() {
     submit(&js, &job, "process:f1").await;
     w.wait_log("first segment uploaded", T);
     let before = peer(&["s3-keys", &moto.endpoint(), BUCKET, "hls/f1/"]);
-    assert!(!before.as_array().unwrap().is_empty(), "nothing uploaded yet");
+    assert!(
+        !before.as_array().unwrap().is_empty(),
+        "nothing uploaded yet"
+    );
     // Shutdown with no grace: the job is cancelled and handed back.
     w.signal(libc::SIGTERM);
     assert!(w.wait(T).success(), "{}", w.log());
     let after = peer(&["s3-keys", &moto.endpoint(), BUCKET, "hls/f1/"]);
-    assert_eq!(after, serde_json::json!([]), "left behind: {after}\n{}", w.log());
+    assert_eq!(
+        after,
+        serde_json::json!([]),
+        "left behind: {after}\n{}",
+        w.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,7 +727,13 @@ async fn submit_upload_puts_a_local_file_into_s3_and_the_job_names_the_url() {
     let s = Scratch::new();
     let source = s.uploads().join("u1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&["s3-put", &moto.endpoint(), BUCKET, "marker", &source.display().to_string()]);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "marker",
+        &source.display().to_string(),
+    ]);
     let args = worker_args(&server.url(), &s, &["s3://media/"]);
     let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let submit_args: Vec<String> = [
@@ -595,7 +765,10 @@ async fn submit_upload_puts_a_local_file_into_s3_and_the_job_names_the_url() {
     let (status, out, err) = run_cli_env(&submit_args, &env, T);
     assert!(status.success(), "{out}\n{err}");
     let report: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(report["processed"]["master_playlist"], "s3://media/hls/u1/master.m3u8");
+    assert_eq!(
+        report["processed"]["master_playlist"],
+        "s3://media/hls/u1/master.m3u8"
+    );
     let keys = peer(&["s3-keys", &moto.endpoint(), BUCKET, "uploads/"]);
     assert_eq!(keys, serde_json::json!(["uploads/u1.mp4"]));
     let (_c, js) = jetstream(&server.url()).await;
@@ -626,7 +799,13 @@ fn a_large_s3_source_is_streamed_to_scratch_in_bounded_memory() {
                 f.write_all(&block).unwrap();
             }
         }
-        peer(&["s3-put", &moto.endpoint(), BUCKET, &format!("big/{mb}.bin"), &path.display().to_string()]);
+        peer(&[
+            "s3-put",
+            &moto.endpoint(),
+            BUCKET,
+            &format!("big/{mb}.bin"),
+            &path.display().to_string(),
+        ]);
         std::fs::remove_file(&path).unwrap();
         let out = dir.path().join(format!("out-{mb}"));
         let env = aws_env(&moto.endpoint());
@@ -653,7 +832,10 @@ fn a_large_s3_source_is_streamed_to_scratch_in_bounded_memory() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        println!("source {mb} MiB: peak RSS of `transcode` {} MiB", peak_kb / 1024);
+        println!(
+            "source {mb} MiB: peak RSS of `transcode` {} MiB",
+            peak_kb / 1024
+        );
         peaks.insert(mb, peak_kb);
     }
     let (small, big) = (peaks[&16], peaks[&big_mb]);

@@ -164,8 +164,7 @@ fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>, Option<Upload>), Queue
     }
     let upload = match &args.upload {
         Some(text) => {
-            let url =
-                ObjectUrl::parse(text, false).map_err(|e| QueueError::Config(e.message))?;
+            let url = ObjectUrl::parse(text, false).map_err(|e| QueueError::Config(e.message))?;
             let local = PathBuf::from(req.source_path.take().unwrap_or_default());
             req.source_path = Some(url.to_string());
             Some(Upload { local, url })

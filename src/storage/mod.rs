@@ -94,9 +94,9 @@ impl ObjectUrl {
             // accept; the store itself refuses what it does not like.
             Scheme::S3 => {
                 (3..=63).contains(&bucket.len())
-                    && bucket
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b))
+                    && bucket.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b)
+                    })
             }
             // JetStream bucket names become stream names (`OBJ_<bucket>`): [A-Za-z0-9_-].
             Scheme::NatsObject => {
@@ -378,11 +378,7 @@ impl Stores {
     ) -> std::result::Result<u64, StoreError> {
         match url.scheme {
             Scheme::S3 => self.s3.download(url, dest, max_bytes, counter).await,
-            Scheme::NatsObject => {
-                self.nats()?
-                    .download(url, dest, max_bytes, counter)
-                    .await
-            }
+            Scheme::NatsObject => self.nats()?.download(url, dest, max_bytes, counter).await,
         }
     }
 
@@ -476,11 +472,17 @@ mod tests {
     fn object_urls_parse_and_join_as_prefixes() {
         let u = ObjectUrl::parse("s3://media-in/raw/video-1.mp4", false).unwrap();
         assert_eq!(u.scheme, Scheme::S3);
-        assert_eq!((u.bucket.as_str(), u.key.as_str()), ("media-in", "raw/video-1.mp4"));
+        assert_eq!(
+            (u.bucket.as_str(), u.key.as_str()),
+            ("media-in", "raw/video-1.mp4")
+        );
         assert_eq!(u.to_string(), "s3://media-in/raw/video-1.mp4");
         let out = ObjectUrl::parse("nats-object://hls/video-1/", false).unwrap();
         assert_eq!(out.key, "video-1");
-        assert_eq!(out.join("master.m3u8").to_string(), "nats-object://hls/video-1/master.m3u8");
+        assert_eq!(
+            out.join("master.m3u8").to_string(),
+            "nats-object://hls/video-1/master.m3u8"
+        );
         assert_eq!(out.last_segment(), "video-1");
         for bad in [
             "s3://",
@@ -520,10 +522,22 @@ mod tests {
     #[test]
     fn store_failures_map_to_kinds_that_decide_retry() {
         let kind = |f, r| StoreError::new(f, "x").into_job(r).kind;
-        assert_eq!(kind(Failure::NotFound, Role::Source), ErrorKind::SourceNotFound);
-        assert_eq!(kind(Failure::NotFound, Role::Output), ErrorKind::InvalidRequest);
-        assert_eq!(kind(Failure::Denied, Role::Source), ErrorKind::InvalidRequest);
-        assert_eq!(kind(Failure::Corrupt, Role::Source), ErrorKind::InvalidMedia);
+        assert_eq!(
+            kind(Failure::NotFound, Role::Source),
+            ErrorKind::SourceNotFound
+        );
+        assert_eq!(
+            kind(Failure::NotFound, Role::Output),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(Failure::Denied, Role::Source),
+            ErrorKind::InvalidRequest
+        );
+        assert_eq!(
+            kind(Failure::Corrupt, Role::Source),
+            ErrorKind::InvalidMedia
+        );
         assert_eq!(kind(Failure::Transient, Role::Output), ErrorKind::OutputIo);
         assert!(!ErrorKind::OutputIo.is_permanent());
         assert!(ErrorKind::InvalidRequest.is_permanent());
@@ -537,7 +551,10 @@ mod tests {
 
     #[test]
     fn content_types_per_file() {
-        assert_eq!(content_type("a/master.m3u8"), "application/vnd.apple.mpegurl");
+        assert_eq!(
+            content_type("a/master.m3u8"),
+            "application/vnd.apple.mpegurl"
+        );
         assert_eq!(content_type("720p_001.ts"), "video/mp2t");
         assert_eq!(content_type("thumbnail.jpg"), "image/jpeg");
         assert_eq!(content_type("manifest.json"), "application/json");

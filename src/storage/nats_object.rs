@@ -86,11 +86,18 @@ impl Nats<'_> {
         match self.js.get_object_store(name).await {
             Ok(b) => Ok(b),
             Err(e) => {
-                let e = classify(&url, "bucket", format!("{e}: {:?}", std::error::Error::source(&e)));
+                let e = classify(
+                    &url,
+                    "bucket",
+                    format!("{e}: {:?}", std::error::Error::source(&e)),
+                );
                 if e.failure != Failure::NotFound || !(for_output && self.create_buckets) {
                     return Err(e);
                 }
-                tracing::info!(bucket = name, "creating the object store bucket (--create-buckets)");
+                tracing::info!(
+                    bucket = name,
+                    "creating the object store bucket (--create-buckets)"
+                );
                 self.js
                     .create_object_store(async_nats::jetstream::object_store::Config {
                         bucket: name.into(),
@@ -102,7 +109,10 @@ impl Nats<'_> {
         }
     }
 
-    pub(crate) async fn head(&self, url: &ObjectUrl) -> std::result::Result<ObjectMeta, StoreError> {
+    pub(crate) async fn head(
+        &self,
+        url: &ObjectUrl,
+    ) -> std::result::Result<ObjectMeta, StoreError> {
         let bucket = &self.bucket(&url.bucket, false).await?;
         let info = retried(move || async move {
             bucket
@@ -144,11 +154,17 @@ impl Nats<'_> {
         if info.size as u64 > max_bytes {
             return Err(StoreError::new(
                 Failure::Invalid,
-                format!("{url} is {} bytes; at most {max_bytes} are accepted (--max-source-bytes)", info.size),
+                format!(
+                    "{url} is {} bytes; at most {max_bytes} are accepted (--max-source-bytes)",
+                    info.size
+                ),
             ));
         }
         let scratch = |e: std::io::Error| {
-            StoreError::new(Failure::Transient, format!("scratch {}: {e}", dest.display()))
+            StoreError::new(
+                Failure::Transient,
+                format!("scratch {}: {e}", dest.display()),
+            )
         };
         let mut file = tokio::fs::File::create(dest).await.map_err(scratch)?;
         let mut sha = Sha256::new();
@@ -259,7 +275,10 @@ impl Nats<'_> {
         counter: &AtomicU64,
     ) -> std::result::Result<u64, StoreError> {
         let local = |e: std::io::Error| {
-            StoreError::new(Failure::Transient, format!("reading {}: {e}", path.display()))
+            StoreError::new(
+                Failure::Transient,
+                format!("reading {}: {e}", path.display()),
+            )
         };
         let mut file = tokio::fs::File::open(path).await.map_err(local)?;
         let mut sha = Sha256::new();
@@ -351,7 +370,10 @@ impl Nats<'_> {
             if object.info().size as u64 > max {
                 return Err(StoreError::new(
                     Failure::Invalid,
-                    format!("{url} is {} bytes, more than the {max} expected", object.info().size),
+                    format!(
+                        "{url} is {} bytes, more than the {max} expected",
+                        object.info().size
+                    ),
                 ));
             }
             let mut data = Vec::new();

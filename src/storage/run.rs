@@ -79,6 +79,12 @@ pub struct ObjectRun {
 fn scratch_dir(root: &Path, tag: &str) -> Result<PathBuf> {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
+    // Canonical: the media code opens paths without following any symlink on them.
+    std::fs::create_dir_all(root)
+        .map_err(|e| JobError::output_io(format!("scratch {}: {e}", root.display())))?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| JobError::output_io(format!("scratch {}: {e}", root.display())))?;
     let dir = root.join(format!("vw-{tag}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(dir.join("out"))
         .map_err(|e| JobError::output_io(format!("scratch {}: {e}", dir.display())))?;
@@ -99,7 +105,10 @@ impl ObjectRun {
         let (source_url, source_path, source_meta) = match source {
             Location::Local(p) => (None, p.clone(), None),
             Location::Object(url) => {
-                let meta = stores.head(url).await.map_err(|e| e.into_job(Role::Source))?;
+                let meta = stores
+                    .head(url)
+                    .await
+                    .map_err(|e| e.into_job(Role::Source))?;
                 let max = stores.args.max_source_bytes;
                 if meta.size > max {
                     return Err(JobError::limit_exceeded(format!(
@@ -433,7 +442,10 @@ impl Uploader {
         }
     }
 
-    fn record(&mut self, done: std::result::Result<std::result::Result<(), JobError>, tokio::task::JoinError>) {
+    fn record(
+        &mut self,
+        done: std::result::Result<std::result::Result<(), JobError>, tokio::task::JoinError>,
+    ) {
         let r = done.unwrap_or_else(|e| Err(JobError::internal(format!("upload task: {e}"))));
         if let Err(e) = r {
             if self.error.is_none() {

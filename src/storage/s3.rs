@@ -106,13 +106,19 @@ impl S3Stores {
         }
         // The builder's errors name keys and URLs, not values of secrets.
         let client = Arc::new(b.build().map_err(|e| {
-            StoreError::new(Failure::Invalid, format!("S3 configuration for bucket {bucket}: {e}"))
+            StoreError::new(
+                Failure::Invalid,
+                format!("S3 configuration for bucket {bucket}: {e}"),
+            )
         })?);
         clients.insert(bucket.to_string(), Arc::clone(&client));
         Ok(client)
     }
 
-    pub(crate) async fn head(&self, url: &ObjectUrl) -> std::result::Result<ObjectMeta, StoreError> {
+    pub(crate) async fn head(
+        &self,
+        url: &ObjectUrl,
+    ) -> std::result::Result<ObjectMeta, StoreError> {
         let meta = self
             .client(&url.bucket)?
             .head(&key(url)?)
@@ -151,9 +157,12 @@ impl S3Stores {
             .as_deref()
             .map(|t| t.trim_matches('"').to_ascii_lowercase())
             .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .map_err(|e| StoreError::new(Failure::Transient, format!("scratch {}: {e}", dest.display())))?;
+        let mut file = tokio::fs::File::create(dest).await.map_err(|e| {
+            StoreError::new(
+                Failure::Transient,
+                format!("scratch {}: {e}", dest.display()),
+            )
+        })?;
         let mut md5 = Md5::new();
         let mut total = 0u64;
         let mut stream = got.into_stream();
@@ -168,13 +177,19 @@ impl S3Stores {
             }
             md5.update(&chunk);
             file.write_all(&chunk).await.map_err(|e| {
-                StoreError::new(Failure::Transient, format!("scratch {}: {e}", dest.display()))
+                StoreError::new(
+                    Failure::Transient,
+                    format!("scratch {}: {e}", dest.display()),
+                )
             })?;
             counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        file.flush()
-            .await
-            .map_err(|e| StoreError::new(Failure::Transient, format!("scratch {}: {e}", dest.display())))?;
+        file.flush().await.map_err(|e| {
+            StoreError::new(
+                Failure::Transient,
+                format!("scratch {}: {e}", dest.display()),
+            )
+        })?;
         if total != announced {
             return Err(StoreError::new(
                 Failure::Corrupt,
@@ -203,7 +218,10 @@ impl S3Stores {
         let client = self.client(&url.bucket)?;
         let location = key(url)?;
         let local = |e: std::io::Error| {
-            StoreError::new(Failure::Transient, format!("reading {}: {e}", path.display()))
+            StoreError::new(
+                Failure::Transient,
+                format!("reading {}: {e}", path.display()),
+            )
         };
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, content_type.into());
@@ -278,7 +296,10 @@ impl S3Stores {
         if got.meta.size > max {
             return Err(StoreError::new(
                 Failure::Invalid,
-                format!("{url} is {} bytes, more than the {max} expected", got.meta.size),
+                format!(
+                    "{url} is {} bytes, more than the {max} expected",
+                    got.meta.size
+                ),
             ));
         }
         got.bytes().await.map(Some).map_err(|e| classify(url, e))

@@ -46,7 +46,12 @@ pub(super) fn limits(args: &WorkerArgs) -> Limits {
 }
 
 /// The event of a job of `kind`, before its result is known.
-pub(super) fn base_event(shared: &Shared, job: &Job, kind: JobKind, d: &Delivery) -> ProcessedEvent {
+pub(super) fn base_event(
+    shared: &Shared,
+    job: &Job,
+    kind: JobKind,
+    d: &Delivery,
+) -> ProcessedEvent {
     ProcessedEvent {
         video_id: job.video_id.clone(),
         job: kind,

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::execute::{
-    base_event, describe_output, finished_output, limits, transcode_request, with_progress,
-    Success,
+    base_event, describe_output, finished_output, limits, transcode_request, with_progress, Success,
 };
 use super::lane::Heartbeat;
 use super::outcome::Delivery;
@@ -25,7 +24,11 @@ use crate::storage::{ObjectRun, ObjectUrl, Transfer};
 
 /// The job's transcode request on local (scratch) paths, with the fingerprint of what the
 /// producer named (URLs, the source's size and version): stable across deliveries.
-async fn request(shared: &Shared, job: &Job, run: &ObjectRun) -> Result<TranscodeRequest, JobError> {
+async fn request(
+    shared: &Shared,
+    job: &Job,
+    run: &ObjectRun,
+) -> Result<TranscodeRequest, JobError> {
     let mut req = transcode_request(&shared.args, job, limits(&shared.args))?;
     let (source, output) = job.public_paths();
     let mut public = req.clone();
@@ -149,7 +152,9 @@ pub(super) async fn execute(
     let download = async {
         tokio::select! {
             r = run.fetch_source() => r,
-            _ = cancel.wait_for(|c| *c) => Err(JobError::cancelled("cancelled while downloading the source")),
+            Ok(_) = cancel.wait_for(|c| *c) => {
+                Err(JobError::cancelled("cancelled while downloading the source"))
+            }
         }
     };
     beating(download, &run.transfer, heartbeat).await?;
