@@ -238,6 +238,24 @@ impl ObjectRun {
         }
     }
 
+    /// An object source with a local output: the published manifest names the source's URL,
+    /// not its scratch copy.
+    fn publicise_local_manifest(&self) -> Result<()> {
+        let Some(url) = &self.source_url else {
+            return Ok(());
+        };
+        if self.output_dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        match Manifest::read(&self.output_dir) {
+            Some(mut m) if m.result.source == self.source => {
+                m.result.source = PathBuf::from(url.to_string());
+                m.write_to(&self.output_dir)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Runs `media` (which writes `self.output_dir` through a staging folder) while uploading
     /// the segments it closes; then stores the rest, master last. On any failure, what was
     /// uploaded is deleted. A local output: just `media`.
@@ -246,7 +264,9 @@ impl ObjectRun {
         media: impl Future<Output = Result<T>>,
     ) -> Result<(T, Option<UploadReport>)> {
         let Some(prefix) = self.output_url.clone() else {
-            return media.await.map(|t| (t, None));
+            let t = media.await?;
+            self.publicise_local_manifest()?;
+            return Ok((t, None));
         };
         let mut up = Uploader::new(
             Arc::clone(&self.stores),
