@@ -731,7 +731,10 @@ async fn a_failed_nats_object_put_leaves_no_orphan_chunks_and_submit_upload_fail
     let state = stream.info().await.unwrap().state.clone();
     assert_eq!(state.messages, 0, "orphan chunks left: {state:?}");
     // No job was submitted for a source that is not there (the upload comes first).
-    assert!(js.get_stream(STREAM).await.is_err(), "a job stream was set up");
+    assert!(
+        js.get_stream(STREAM).await.is_err(),
+        "a job stream was set up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
