@@ -91,6 +91,37 @@ fn scratch_dir(root: &Path, tag: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Removes the scratch folders (`vw-<tag>-<pid>-<n>` holding `out/`) that jobs of processes
+/// no longer running left in `root`: a worker killed mid-job cannot remove its own. Folders of
+/// live processes (other workers sharing the scratch) are left alone. Blocking.
+pub fn sweep_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("vw-") else {
+            continue;
+        };
+        let mut parts = rest.rsplitn(3, '-');
+        let (n, pid) = (
+            parts.next(),
+            parts.next().and_then(|p| p.parse::<u32>().ok()),
+        );
+        let ours = n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && parts.next().is_some()
+            && entry.path().join("out").is_dir();
+        let Some(pid) = pid.filter(|_| ours) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            tracing::info!(dir = %entry.path().display(), pid, "removing the scratch of a dead worker's job");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl ObjectRun {
     /// Starts the object side of a job: scratch, the source's HEAD, the output's store.
     /// `tag` names the scratch folder (the video id).
@@ -574,6 +605,26 @@ impl Uploader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_scratch_folders_of_dead_processes_are_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = root.path().join("vw-video-1-4194999-0");
+        let live = root
+            .path()
+            .join(format!("vw-video-1-{}-3", std::process::id()));
+        let foreign = root.path().join("vw-notes-4194999-x");
+        let plain = root.path().join("vw-video-2-4194999-1");
+        for d in [&dead, &live, &foreign] {
+            std::fs::create_dir_all(d.join("out")).unwrap();
+        }
+        std::fs::create_dir_all(&plain).unwrap();
+        sweep_scratch(root.path());
+        assert!(!dead.exists());
+        for kept in [&live, &foreign, &plain] {
+            assert!(kept.exists(), "{}", kept.display());
+        }
+    }
 
     #[test]
     fn a_segment_is_closed_once_the_next_one_exists() {

@@ -226,6 +226,8 @@ pub async fn run(
             .map_err(|e| QueueError::Config(e.message))?,
         None => client.clone(),
     };
+    let scratch = args.storage.scratch.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::storage::run::sweep_scratch(&scratch)).await;
     let stores = Arc::new(Stores::new(args.storage.clone(), Some(object_nats)));
     let topology = Arc::new(args.topology.clone());
 
