@@ -794,6 +794,59 @@ async fn submit_upload_puts_a_local_file_into_s3_and_the_job_names_the_url() {
     assert_eq!(job["source_path"], "s3://media/uploads/u1.mp4");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcode_reads_an_s3_source_and_writes_a_nats_object_ladder() {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("t1.mp4");
+    make_video(&source, 320, 240, 2.0);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "in/t1.mp4",
+        &source.display().to_string(),
+    ]);
+    let args: Vec<String> = [
+        "transcode",
+        "s3://media/in/t1.mp4",
+        "nats-object://ladders/t1",
+        "--nats-url",
+        &server.url(),
+        "--create-buckets",
+        "--quality",
+        "240p",
+        "--preset",
+        "ultrafast",
+        "--json",
+        "--scratch",
+        &dir.path().display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = aws_env(&moto.endpoint());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, out, err) = run_cli_env(&args, &env, T);
+    assert!(status.success(), "{out}\n{err}");
+    let result: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(result["output_dir"], "nats-object://ladders/t1");
+    assert!(
+        result["upload"]["master_seconds"].as_f64().is_some(),
+        "{result}"
+    );
+    let back = dir.path().join("back");
+    let tree = peer(&[
+        "nats-tree",
+        &server.url(),
+        "ladders",
+        "t1",
+        &back.display().to_string(),
+    ]);
+    check_tree(&tree, &back, &["240p"]);
+}
+
 /// The worker's peak RSS while it downloads a large source (1 GiB unless `VW_BIG_SOURCE_MB`
 /// says otherwise) compared with a small one: it must not grow with the source. Slow (it
 /// moves a gigabyte through moto): run with `--ignored`.
