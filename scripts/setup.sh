@@ -14,6 +14,7 @@
 # 4. For `video-worker bench` (issue 8; optional, a failure is a warning): FFmpeg 7 from PyPI's
 #    imageio-ffmpeg wheel as target/tools/ffmpeg7 (a second single-command peer), and the real
 #    footage in target/footage/ (scripts/fetch-footage.sh). VW_SETUP_BENCH=0 skips both.
+# 5. promtool, unpacked from Debian's prometheus package into target/tools (the metrics test).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -23,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
     --require-current-nats) require_current_nats=1 ;;
     -h | --help)
-        sed -n '2,16p' "$0"
+        sed -n '2,17p' "$0"
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -207,6 +208,38 @@ install_storage_peers() {
 }
 # ---- end of object storage test peers ------------------------------------------------------------
 
+# ---- promtool (issue 10): tests/operations.rs lints the worker's /metrics with it ---------------
+# Only the promtool binary of Debian's `prometheus` package: downloaded and unpacked into
+# target/tools, never installed (no Prometheus service is started on the machine).
+VW_PROMTOOL_LINK="$VW_TOOLS_DIR/promtool"
+
+install_promtool() {
+    if [ -x "$VW_PROMTOOL_LINK" ] && "$VW_PROMTOOL_LINK" --version >/dev/null 2>&1; then
+        log "promtool: $("$VW_PROMTOOL_LINK" --version 2>&1 | head -n1) at $VW_PROMTOOL_LINK"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || return 1
+    local dir="$VW_TOOLS_DIR/promtool-deb" tmp deb
+    tmp="$(mktemp -d)"
+    # A fresh machine whose packages were all present never ran `apt-get update`.
+    if ! (cd "$tmp" && apt-get -q download prometheus >/dev/null 2>&1); then
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=300 -q update >/dev/null || return 1
+        (cd "$tmp" && apt-get -q download prometheus >/dev/null 2>&1) || return 1
+    fi
+    deb="$(find "$tmp" -name 'prometheus_*.deb' | head -n1)"
+    [ -n "$deb" ] || return 1
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" ./usr/bin/promtool || return 1
+    rm -rf "$tmp"
+    ln -sfn "promtool-deb/usr/bin/promtool" "$VW_PROMTOOL_LINK"
+    "$VW_PROMTOOL_LINK" --version >/dev/null 2>&1 || return 1
+    log "promtool: $("$VW_PROMTOOL_LINK" --version 2>&1 | head -n1) at $VW_PROMTOOL_LINK"
+}
+# ---- end of promtool ------------------------------------------------------------------------------
+
 main() {
     install_debian_packages
     check_ffmpeg_libraries
@@ -219,6 +252,7 @@ main() {
         fi
         warn "no current nats-server (>= $NATS_CURRENT_MIN_VERSION): the NATS tests will run against Debian's only"
     fi
+    install_promtool || die "could not unpack promtool from Debian's prometheus package (apt-get download prometheus)"
     setup_bench_tools
     install_storage_peers || die "could not install the object storage test peers (${STORAGE_PIP_SPECS[*]})"
     log "setup complete"

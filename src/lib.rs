@@ -34,6 +34,9 @@
 //! - [`storage`]: sources and outputs in S3 (`s3://`) and the JetStream object store
 //!   (`nats-object://`): typed locations and their confinement, classified store errors, the
 //!   source streamed to scratch, segments uploaded as they close, master last (commit point).
+//! - [`telemetry`]: operating the worker: `--log-format text|json` (a job's lines carry its
+//!   video_id, kind, sequence and attempt; stage timings at its end), Prometheus metrics, and
+//!   `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`.
 
 pub mod bench;
 pub mod error;
@@ -43,6 +46,7 @@ pub mod ladder;
 pub mod media;
 pub mod queue;
 pub mod storage;
+pub mod telemetry;
 
 pub use error::{ErrorKind, JobError};
 

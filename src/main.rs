@@ -18,6 +18,7 @@ use video_worker::queue::submit::SubmitArgs;
 use video_worker::queue::worker::WorkerArgs;
 use video_worker::queue::QueueError;
 use video_worker::storage::{self, StorageArgs};
+use video_worker::telemetry::logs::{self, LogFormat};
 use video_worker::JobError;
 
 #[derive(Parser)]
@@ -25,6 +26,10 @@ use video_worker::JobError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: text, or one JSON object per line. Filter with RUST_LOG (or VW_LOG)
+    /// (e.g. `info,async_nats=warn`).
+    #[arg(long, global = true, value_enum, env = "VW_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -407,18 +412,13 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     // The worker logs what it does; the one-shot commands only warnings.
-    let default_level = match cli.command {
-        Command::Run(_) => "info",
-        _ => "warn",
+    let (default_level, format) = match cli.command {
+        Command::Run(_) => ("info", cli.log_format),
+        // The job process's stderr is relayed line by line into the worker's own log: text.
+        Command::JobExec => ("warn", LogFormat::Text),
+        _ => ("warn", cli.log_format),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logs::init(format, default_level);
     match cli.command {
         Command::Transcode(args) => transcode(*args),
         Command::Run(args) => run(*args),

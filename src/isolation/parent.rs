@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{signal_name, ChildMessage, ChildOutcome, ChildRequest, ChildResult, MediaJob};
 use crate::error::{ErrorKind, JobError};
@@ -202,7 +203,7 @@ pub async fn run(
     let stderr = child
         .stderr
         .take()
-        .map(|err| tokio::spawn(stderr_tail(err, pid)));
+        .map(|err| tokio::spawn(stderr_tail(err, pid).in_current_span()));
 
     let mut watched = watch(&mut child, lines, limits, started, &mut on_event, cancel).await;
     let status = reap(&mut child, &mut watched.killed, limits).await;
@@ -486,8 +487,8 @@ async fn clean_staging(job: &MediaJob, pid: u32) {
     if pid == 0 {
         return;
     }
-    let job = job.clone();
-    let _ = tokio::task::spawn_blocking(move || job.remove_leftovers_of(pid)).await;
+    let (job, span) = (job.clone(), tracing::Span::current());
+    let _ = tokio::task::spawn_blocking(move || span.in_scope(|| job.remove_leftovers_of(pid))).await;
 }
 
 /// How many processes the kernel's out-of-memory killer killed in this process's memory

@@ -130,7 +130,11 @@ impl<'a> DecodeLoop<'a> {
             thumbnail_taken: false,
             last_frame: None,
             started: Instant::now(),
-            last_tick: Instant::now(),
+            // Due at once: the first frame out ticks, which tells the worker that the
+            // transcode proper has begun (its stage timings split probe from transcode there).
+            last_tick: Instant::now()
+                .checked_sub(PROGRESS_EVERY)
+                .unwrap_or_else(Instant::now),
             end_pts: None,
             latest: None,
             audio_end: 0.0,

@@ -164,6 +164,7 @@ impl Manifest {
                 frame_rate: 25.0,
                 frames_decoded: 25,
                 frames_encoded: 25,
+                source_bytes: 0,
                 has_audio: false,
                 renditions: Vec::new(),
                 skipped: Vec::new(),

@@ -176,6 +176,12 @@ pub struct RenditionOutcome {
     pub segments: usize,
     pub playlist: String,
     pub bytes: u64,
+    /// Frames this rendition encoded, and the seconds its thread spent on them (scale, encode,
+    /// mux; not waiting for frames): its encode speed, for the worker's metrics.
+    #[serde(default)]
+    pub frames: u64,
+    #[serde(default)]
+    pub encode_seconds: f64,
 }
 
 /// The result of a successful transcode (printed by `--json`, stored in manifest.json,
@@ -189,6 +195,9 @@ pub struct Outcome {
     pub frame_rate: f64,
     pub frames_decoded: u64,
     pub frames_encoded: u64,
+    /// Size of the source, read once, whole (the worker's bytes-read metric).
+    #[serde(default)]
+    pub source_bytes: u64,
     pub has_audio: bool,
     pub renditions: Vec<RenditionOutcome>,
     pub skipped: Vec<Skipped>,
@@ -278,6 +287,8 @@ pub fn transcode(
             segments: r.segments.len(),
             playlist: media.file_name(),
             bytes: media.total_bytes(),
+            frames: r.frames,
+            encode_seconds: r.busy.as_secs_f64(),
         });
     }
     hls::playlist::write_master(staging.path(), &renditions)?;
@@ -290,6 +301,7 @@ pub fn transcode(
         frame_rate: f64::from(fps),
         frames_decoded: decoded.frames_decoded,
         frames_encoded: decoded.frames_encoded,
+        source_bytes: info.size_bytes,
         has_audio: decoded.has_audio,
         renditions,
         skipped: ladder.skipped.clone(),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 use ffmpeg::software::scaling;
@@ -52,6 +53,9 @@ pub struct RenditionResult {
     pub avc_codec: String,
     pub effective: EffectiveRate,
     pub frames: u64,
+    /// Time this thread spent scaling, encoding and muxing (not waiting for frames): the
+    /// rendition's own speed, for the worker's encode-fps metric.
+    pub busy: Duration,
 }
 
 /// Finds the first SPS in an Annex B packet and returns `avc1.PPCCLL` (RFC 6381).
@@ -161,6 +165,7 @@ pub fn run(
     let mut spare: Option<frame::Video> = None;
     let mut avc_codec: Option<String> = None;
     let mut frames_in = 0u64;
+    let mut busy = Duration::ZERO;
     let (w, h) = (job.plan.width, job.plan.height);
 
     let mut audio_rx = audio;
@@ -197,6 +202,7 @@ pub fn run(
             (None, false) => {}
         }
         if let Some(src) = next_frame {
+            let working = Instant::now();
             frames_in += 1;
             let mut out = scale_into(&mut scaler, &src.frame, w, h, spare.take())?;
             out.set_pts(Some(src.index as i64));
@@ -212,16 +218,19 @@ pub fn run(
             if ffi::is_writable(&mut out) {
                 spare = Some(out);
             }
+            busy += working.elapsed();
         }
     }
     if abort.load(Ordering::Relaxed) {
         return Err(JobError::cancelled("job aborted"));
     }
+    let flushing = Instant::now();
     encoder
         .send_eof()
         .map_err(|e| JobError::internal(format!("libx264 {} flush: {e}", job.plan.name)))?;
     drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec, abort)?;
     let segments = segmenter.finish()?;
+    busy += flushing.elapsed();
     let avc_codec = avc_codec.ok_or_else(|| {
         JobError::internal(format!("no SPS found in the {} stream", job.plan.name))
     })?;
@@ -234,6 +243,7 @@ pub fn run(
         avc_codec,
         effective,
         frames: frames_in,
+        busy,
     })
 }
 

@@ -167,5 +167,6 @@ async fn record(
         &|| (),
     )
     .await?;
+    crate::telemetry::metrics::dead_lettered(kind);
     Ok(())
 }

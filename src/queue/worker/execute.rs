@@ -16,8 +16,9 @@ use crate::error::JobError;
 use crate::isolation::{self, ChildEvent, ChildResult, MediaJob};
 use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
 use crate::ladder::Quality;
-use crate::media::{self, Limits, ProgressTick, TranscodeRequest};
+use crate::media::{self, Limits, ProgressTick, Stage as MediaStage, TranscodeRequest};
 use crate::storage::Transfer;
+use crate::telemetry::{self, Stage};
 
 /// What a successful job hands to the success path.
 pub(super) struct Success {
@@ -31,7 +32,8 @@ pub(super) struct Success {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
 ) -> Result<T, JobError> {
-    tokio::task::spawn_blocking(work)
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .unwrap_or_else(|e| Err(JobError::internal(format!("blocking task failed: {e}"))))
 }
@@ -142,6 +144,7 @@ pub(super) async fn execute(
     };
     if let Some(work) = work {
         let result = with_progress(shared, &job, d.attempt, heartbeat, work, None).await?;
+        telemetry::metrics::media_done(kind, &result);
         event.result = result.to_value();
         if let ChildResult::Thumbnail(t) = &result {
             event.thumbnail = t.get("path").and_then(|p| p.as_str()).map(PathBuf::from);
@@ -223,14 +226,28 @@ pub(crate) async fn run_media(
     mut on_progress: impl FnMut(&ProgressTick),
 ) -> Result<ChildResult, JobError> {
     let mut cancel = shared.cancel.clone();
+    // What the job process does once it is ready, until its first progress line.
+    let first = match work {
+        MediaJob::Thumbnail { .. } => Stage::Thumbnail,
+        MediaJob::Transcode(_) | MediaJob::Probe { .. } => Stage::Probe,
+    };
     isolation::run(
         work,
         &shared.child,
         &shared.child_limits,
         |event| match event {
-            ChildEvent::Spawned { pid } => tracing::debug!(pid, "job process started"),
-            ChildEvent::Ready => {}
-            ChildEvent::Progress(t) => on_progress(&t),
+            ChildEvent::Spawned { pid } => {
+                telemetry::enter(Stage::Start);
+                tracing::debug!(pid, "job process started");
+            }
+            ChildEvent::Ready => telemetry::enter(first),
+            ChildEvent::Progress(t) => {
+                telemetry::enter(match t.stage {
+                    MediaStage::Transcoding => Stage::Transcode,
+                    MediaStage::Publishing => Stage::Publish,
+                });
+                on_progress(&t);
+            }
         },
         async move {
             let _ = cancel.wait_for(|c| *c).await;

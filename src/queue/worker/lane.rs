@@ -19,6 +19,7 @@ use super::{execute, seconds, Shared};
 use crate::job::JobKind;
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
+use crate::telemetry::{self, metrics::SlotGauges, Stage};
 
 /// One durable consumer and its job slots.
 pub(super) struct Lane {
@@ -31,6 +32,8 @@ pub(super) struct Lane {
     /// as the ack wait).
     pub ack_wait: Duration,
     pub max_deliver: i64,
+    /// Jobs in flight and free slots, as metrics.
+    gauges: SlotGauges,
 }
 
 impl Lane {
@@ -60,6 +63,7 @@ impl Lane {
             slots: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
             ack_wait,
+            gauges: SlotGauges::new(kind, capacity),
         })
     }
 
@@ -139,6 +143,7 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
             tokio::time::timeout(wait + Duration::from_secs(5), pull_one(&lane, wait)).await;
         let error = match pulled {
             Ok(Ok(Some(msg))) => {
+                shared.health.consumer(lane.kind, true);
                 retry = Duration::from_millis(500);
                 (failed_recoveries, suspect) = (0, false);
                 tokio::spawn(handle(Arc::clone(&shared), Arc::clone(&lane), msg, permit));
@@ -152,6 +157,7 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
                 last_check = Instant::now();
                 match get_consumer(&shared.publisher.js, &shared.topology, lane.kind).await {
                     Ok(c) => {
+                        shared.health.consumer(lane.kind, true);
                         lane.replace_consumer(c);
                         (failed_recoveries, suspect) = (0, false);
                         retry = Duration::from_millis(500);
@@ -169,7 +175,9 @@ pub(super) async fn pull_loop(shared: Arc<Shared>, lane: Arc<Lane>) {
         tracing::warn!(consumer, error, retry_in = ?retry, "pull failed");
         let connected =
             shared.publisher.client.connection_state() == async_nats::connection::State::Connected;
-        match recover(&shared, &lane).await {
+        let recovered = recover(&shared, &lane).await;
+        shared.health.consumer(lane.kind, recovered.is_ok());
+        match recovered {
             Ok(()) => failed_recoveries = 0,
             // Disconnected: the client reconnects by itself; the consumer is not at fault.
             Err(e) if !connected => {
@@ -343,12 +351,16 @@ async fn handle(
             return;
         }
     };
+    // The video_id as the payload claims it (when valid), so that every line of the job,
+    // the first ones included, carries it.
+    let video_id = crate::job::peek_video_id(&msg.payload);
     let span = tracing::info_span!(
-        "job", kind = %lane.kind, seq = d.origin_seq, attempt = d.attempt
+        "job", video_id = video_id.as_deref(), kind = %lane.kind, stream_seq = d.origin_seq,
+        attempt = d.attempt
     );
-    run_job(shared, lane, Arc::new(msg), d)
-        .instrument(span)
-        .await;
+    let _busy = lane.gauges.busy();
+    let job = run_job(shared, Arc::clone(&lane), Arc::new(msg), d);
+    telemetry::timed(job).instrument(span).await;
 }
 
 async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Message>, d: Delivery) {
@@ -360,6 +372,9 @@ async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Messa
         );
     }
     tracing::info!(payload_bytes = msg.payload.len(), "job received");
+    if d.attempt > 1 {
+        telemetry::metrics::redelivered(lane.kind);
+    }
     let heartbeat = Arc::new(Heartbeat::new());
     heartbeat.beat();
     let keepalive = KeepAlive::start(
@@ -380,7 +395,10 @@ async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Messa
         (Outcome::NotStarted, None)
     } else {
         match execute::execute(&shared, lane.kind, &msg.payload, &d, &heartbeat).await {
-            Ok(success) => (job.record(&success).await, Some(success)),
+            Ok(success) => {
+                telemetry::enter(Stage::Record);
+                (job.record(&success).await, Some(success))
+            }
             Err(e) => (Outcome::Failed(e), None),
         }
     };
@@ -389,8 +407,10 @@ async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Messa
     // The callback is not part of the durable outcome: it follows the Ack, so a slow or
     // dead endpoint can never hold the message until it is redelivered or dead-lettered.
     let recorded = matches!(outcome, Outcome::Recorded);
+    let error = outcome.error_kind();
     job.settle(disposition, outcome, keepalive, started, success.as_ref())
         .await;
+    telemetry::job_finished(lane.kind, disposition.label(), error, started);
     if let (true, Some(success)) = (recorded, success) {
         job.callback(success).await;
     }

@@ -30,6 +30,7 @@ mod outcome;
 mod settle;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ use crate::queue::events::Publisher;
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
 use crate::storage::{StorageArgs, Stores};
+use crate::telemetry::{self, health::Health};
 
 pub use concurrency::Concurrency;
 use lane::Lane;
@@ -162,6 +164,10 @@ pub struct WorkerArgs {
     /// Sources and outputs in S3 and the NATS object store.
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// Address to serve Prometheus `/metrics`, `/healthz` and `/readyz` on (e.g.
+    /// 0.0.0.0:9090). Off by default.
+    #[arg(long, env = "VW_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// What every job task shares.
@@ -190,6 +196,8 @@ struct Shared {
     /// A lane that cannot recover its consumer reports here; the worker then stops and
     /// exits non-zero.
     fatal: mpsc::Sender<QueueError>,
+    /// Readiness (`/readyz`): connected, consumers bound, not draining.
+    health: Arc<Health>,
 }
 
 fn seconds(s: f64, min: f64) -> Duration {
@@ -217,8 +225,15 @@ pub async fn run(
              link-local address unless --callback-allow-link-local)"
         );
     }
+    // Served before connecting: /healthz answers, and /readyz says why it is not ready yet.
+    let health = Arc::new(Health::default());
+    let _endpoint = match args.metrics_addr {
+        Some(addr) => Some(telemetry::serve(addr, Arc::clone(&health)).await?),
+        None => None,
+    };
     media::init().map_err(|e| QueueError::Config(e.to_string()))?;
-    let (client, _events) = args.connect.connect().await?;
+    let (client, events) = args.connect.connect().await?;
+    health.connected(client.clone(), events);
     let publisher = Publisher::new(client.clone());
     let object_nats = match &args.storage.object_nats_url {
         Some(url) => crate::storage::connect_nats(url)
@@ -299,6 +314,7 @@ pub async fn run(
         cancel: cancel_rx,
         child,
         stopping: stop_rx.clone(),
+        health: Arc::clone(&health),
     });
 
     let mut watchers = Vec::new();
@@ -316,11 +332,16 @@ pub async fn run(
         .iter()
         .map(|lane| tokio::spawn(lane::pull_loop(Arc::clone(&shared), Arc::clone(lane))))
         .collect();
+    for lane in &lanes {
+        health.consumer(lane.kind, true);
+    }
 
     let failure = tokio::select! {
         () = shutdown => None,
         e = fatal_rx.recv() => e,
     };
+    // Not ready first, so that no new work is routed here while the drain runs.
+    health.drain();
     if let Some(e) = &failure {
         tracing::error!(error = %e, "a lane cannot recover its consumer: stopping");
     }

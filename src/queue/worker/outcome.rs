@@ -63,6 +63,29 @@ pub(crate) enum Disposition {
     DeadLetterThenTerm,
 }
 
+impl Outcome {
+    /// The error kind of a failure, as metrics and logs name it (None: no failure).
+    pub fn error_kind(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Failed(e) => Some(e.kind.as_str()),
+            Outcome::NotRecorded(_) => Some("not_recorded"),
+            Outcome::Recorded | Outcome::NotStarted => None,
+        }
+    }
+}
+
+impl Disposition {
+    /// The `outcome` label of `video_worker_jobs_total` (`telemetry::metrics::OUTCOMES`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Disposition::Ack => "succeeded",
+            Disposition::Nak(_) => "retried",
+            Disposition::HandBack => "handed_back",
+            Disposition::DeadLetterThenTerm => "dead_lettered",
+        }
+    }
+}
+
 /// Nak delays of transient failures: `first · 2^(attempt-1)`, capped at `max`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {

@@ -18,6 +18,7 @@ use crate::error::{ErrorKind, JobError};
 use crate::queue::dlq::{self, DeadLetter};
 use crate::queue::events::{self, Patience};
 use crate::queue::redact;
+use crate::telemetry::{self, Stage};
 
 /// Headers a hand-back copy carries: which job it is and how far it got.
 pub(crate) const H_ORIGIN_SEQ: &str = "Vw-Origin-Seq";
@@ -238,6 +239,7 @@ impl JobMessage<'_> {
         started: Instant,
         success: Option<&Success>,
     ) {
+        telemetry::enter(Stage::Record);
         let final_ack = match disposition {
             Disposition::Ack => AckKind::Ack,
             Disposition::Nak(delay) => {
@@ -277,7 +279,10 @@ impl JobMessage<'_> {
                     "job failed for good: video.failed + dead letter"
                 );
                 match self.dead_letter(&error).await {
-                    Ok(()) => AckKind::Term,
+                    Ok(()) => {
+                        telemetry::metrics::dead_lettered(self.lane.kind);
+                        AckKind::Term
+                    }
                     // Retrying cannot help (and a redelivery would only repeat this).
                     Err(e) if e.is_permanent() => {
                         tracing::error!(error = %e, "dead letter cannot be stored; job terminated");
@@ -292,6 +297,7 @@ impl JobMessage<'_> {
                 }
             }
         };
+        telemetry::enter(Stage::Ack);
         keepalive.stop().await;
         match confirmed_ack(&self.shared.publisher.client, self.msg, final_ack).await {
             Ok(()) => {
@@ -395,6 +401,7 @@ impl JobMessage<'_> {
         );
         let policy = self.shared.callback.clone();
         let sent = tokio::task::spawn_blocking(move || policy.post(&url, &body, &key)).await;
+        telemetry::metrics::callback(matches!(sent, Ok(Ok(_))));
         match sent {
             Ok(Ok(status)) => tracing::info!(url = %shown, status, "callback delivered"),
             Ok(Err(e)) => {
