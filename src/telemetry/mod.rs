@@ -158,10 +158,6 @@ pub(crate) fn job_finished(
 ) {
     let seconds = started.elapsed().as_secs_f64();
     let stages = stage_times();
-    metrics::job_settled(kind, outcome, error, seconds);
-    for (stage, t) in &stages {
-        metrics::stage_time(kind, stage.as_str(), *t);
-    }
     let at = |s: Stage| {
         stages
             .iter()
@@ -182,6 +178,11 @@ pub(crate) fn job_finished(
         ack_seconds = at(Stage::Ack),
         "job finished"
     );
+    // After the line: whoever sees the count can find the line.
+    metrics::job_settled(kind, outcome, error, seconds);
+    for (stage, t) in &stages {
+        metrics::stage_time(kind, stage.as_str(), *t);
+    }
 }
 
 #[cfg(test)]
