@@ -56,7 +56,9 @@ fn promtool() -> PathBuf {
         .map(|d| d.join("promtool"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("promtool not found: run scripts/setup.sh (target/tools/promtool) or set PROMTOOL")
+            panic!(
+                "promtool not found: run scripts/setup.sh (target/tools/promtool) or set PROMTOOL"
+            )
         })
 }
 
@@ -88,7 +90,10 @@ fn assert_promtool_passes(scrape: &str) {
 /// The samples of a scrape: (name, labels) → value.
 fn samples(scrape: &str) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
     let mut out = BTreeMap::new();
-    for line in scrape.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("sample line");
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
@@ -191,7 +196,13 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
         &s.hls().join("x"),
         &["144p"],
     );
-    publish_job(&js, "video.process", "ops-missing", missing.to_string().into_bytes()).await;
+    publish_job(
+        &js,
+        "video.process",
+        "ops-missing",
+        missing.to_string().into_bytes(),
+    )
+    .await;
     eventually(T, "a dead letter", || async {
         (stream_len(&js, DLQ).await == 1).then_some(())
     })
@@ -200,8 +211,11 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
     let process = ("kind", "process");
     let scrape = wait_for(port, "/metrics", "4 settled jobs", |status, body| {
         status == 200
-            && value(body, "video_worker_jobs_total", &[process, ("outcome", "dead_lettered")])
-                == Some(1.0)
+            && value(
+                body,
+                "video_worker_jobs_total",
+                &[process, ("outcome", "dead_lettered")],
+            ) == Some(1.0)
     });
     assert_promtool_passes(&scrape);
     let v = |name: &str, labels: &[(&str, &str)]| {
@@ -228,7 +242,15 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
         ),
         3.0
     );
-    for stage in ["validate", "start", "probe", "transcode", "publish", "record", "ack"] {
+    for stage in [
+        "validate",
+        "start",
+        "probe",
+        "transcode",
+        "publish",
+        "record",
+        "ack",
+    ] {
         let n = v(
             "video_worker_job_stage_duration_seconds_count",
             &[process, ("stage", stage)],
@@ -255,7 +277,10 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
     let renditions = |r: &Value| r["renditions"].as_array().unwrap().clone();
     assert_eq!(
         v("video_worker_output_written_bytes_total", &[process]),
-        sum(&|r| renditions(r).iter().map(|q| q["bytes"].as_u64().unwrap()).sum())
+        sum(&|r| renditions(r)
+            .iter()
+            .map(|q| q["bytes"].as_u64().unwrap())
+            .sum())
     );
     for q in ["240p", "144p"] {
         let frames = sum(&|r| {
@@ -266,9 +291,16 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
                 .sum()
         });
         // Each rendition encodes every output frame of its job.
-        assert_eq!(frames, sum(&|r| r["frames_encoded"].as_u64().unwrap()), "{q}");
+        assert_eq!(
+            frames,
+            sum(&|r| r["frames_encoded"].as_u64().unwrap()),
+            "{q}"
+        );
         assert!(frames > 0.0);
-        assert_eq!(v("video_worker_frames_encoded_total", &[("rendition", q)]), frames);
+        assert_eq!(
+            v("video_worker_frames_encoded_total", &[("rendition", q)]),
+            frames
+        );
         assert_eq!(v("video_worker_encode_fps_count", &[("rendition", q)]), 3.0);
     }
     let build = samples(&scrape)
@@ -304,7 +336,12 @@ async fn metrics_count_what_the_worker_did_and_json_logs_carry_each_jobs_video_i
     for id in ids {
         let mine = of(id);
         let messages: Vec<&str> = mine.iter().filter_map(|l| l["message"].as_str()).collect();
-        for m in ["job received", "job valid", "job done and acked", "job finished"] {
+        for m in [
+            "job received",
+            "job valid",
+            "job done and acked",
+            "job finished",
+        ] {
             assert!(messages.contains(&m), "{id}: no {m:?} in {messages:?}");
         }
         let end = mine.last().expect("lines of the job");
@@ -350,11 +387,24 @@ async fn readyz_is_503_until_nats_connects_and_again_while_draining() {
     assert!(body.contains("NATS not connected"), "{body}");
 
     server.restart(Duration::ZERO);
-    wait_for(port, "/readyz", "ready once connected", |status, _| status == 200);
+    wait_for(port, "/readyz", "ready once connected", |status, _| {
+        status == 200
+    });
     let (_c, js) = jetstream(&server.url()).await;
-    let mut job = job("ops-long", &source, &s.hls().join("ops-long"), &["360p", "240p"]);
+    let mut job = job(
+        "ops-long",
+        &source,
+        &s.hls().join("ops-long"),
+        &["360p", "240p"],
+    );
     job["preset"] = LONG_PRESET.into();
-    publish_job(&js, "video.process", "ops-long", job.to_string().into_bytes()).await;
+    publish_job(
+        &js,
+        "video.process",
+        "ops-long",
+        job.to_string().into_bytes(),
+    )
+    .await;
     let in_flight = [("kind", "process")];
     let mid_job = wait_for(port, "/metrics", "the job in flight", |_, body| {
         value(body, "video_worker_jobs_in_flight", &in_flight) == Some(1.0)
@@ -362,7 +412,9 @@ async fn readyz_is_503_until_nats_connects_and_again_while_draining() {
     assert_promtool_passes(&mid_job);
 
     worker.signal(libc::SIGTERM);
-    let body = wait_for(port, "/readyz", "503 while draining", |status, _| status == 503);
+    let body = wait_for(port, "/readyz", "503 while draining", |status, _| {
+        status == 503
+    });
     assert!(body.contains("draining"), "{body}");
     let (_, scrape) = get(port, "/metrics").expect("metrics while draining");
     assert_eq!(

@@ -488,7 +488,8 @@ async fn clean_staging(job: &MediaJob, pid: u32) {
         return;
     }
     let (job, span) = (job.clone(), tracing::Span::current());
-    let _ = tokio::task::spawn_blocking(move || span.in_scope(|| job.remove_leftovers_of(pid))).await;
+    let _ =
+        tokio::task::spawn_blocking(move || span.in_scope(|| job.remove_leftovers_of(pid))).await;
 }
 
 /// How many processes the kernel's out-of-memory killer killed in this process's memory

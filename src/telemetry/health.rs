@@ -62,9 +62,9 @@ impl Health {
     }
 
     fn nats_connected(&self) -> bool {
-        self.nats.get().is_some_and(|(c, _)| {
-            c.connection_state() == async_nats::connection::State::Connected
-        })
+        self.nats
+            .get()
+            .is_some_and(|(c, _)| c.connection_state() == async_nats::connection::State::Connected)
     }
 
     /// Ready, or why not (one reason a line).
@@ -108,7 +108,6 @@ impl Health {
 
 /// The listener's task; dropping it stops serving.
 pub(crate) struct Endpoint {
-    pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -129,7 +128,7 @@ pub(crate) async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
     let task = tokio::spawn(accept(listener, health, metrics));
-    Ok(Endpoint { addr, task })
+    Ok(Endpoint { task })
 }
 
 async fn accept(listener: TcpListener, health: Arc<Health>, metrics: Option<PrometheusHandle>) {
@@ -268,7 +267,10 @@ mod tests {
         let ready = route("GET", "/readyz", &health, None);
         assert_eq!(ready.status, "503 Service Unavailable");
         assert!(ready.body.contains("NATS not connected"), "{}", ready.body);
-        assert_eq!(route("GET", "/metrics", &health, None).status, "404 Not Found");
+        assert_eq!(
+            route("GET", "/metrics", &health, None).status,
+            "404 Not Found"
+        );
         assert_eq!(
             route("POST", "/healthz", &health, None).status,
             "405 Method Not Allowed"

@@ -101,18 +101,27 @@ fn describe() {
         "Seconds a job spent in each stage: validate, start (job process), probe, transcode, thumbnail, publish, record (events, dead letter), ack"
     );
     describe_gauge!(IN_FLIGHT, "Jobs running now, per lane (job kind)");
-    describe_gauge!(SLOTS, "Job slots per lane (--jobs, --thumbnail-jobs, --metadata-jobs)");
+    describe_gauge!(
+        SLOTS,
+        "Job slots per lane (--jobs, --thumbnail-jobs, --metadata-jobs)"
+    );
     describe_gauge!(SLOTS_FREE, "Job slots without a running job, per lane");
     describe_counter!(
         REDELIVERIES,
         "Job messages received again after an earlier attempt (redelivered, or a hand-back copy of a tried job)"
     );
-    describe_counter!(DEAD_LETTERS, "Dead letters stored (video.failed + DLQ copy), by kind");
+    describe_counter!(
+        DEAD_LETTERS,
+        "Dead letters stored (video.failed + DLQ copy), by kind"
+    );
     describe_counter!(
         CALLBACKS,
         "callback_url POSTs after a job's ack, by outcome (delivered, failed)"
     );
-    describe_counter!(FRAMES_DECODED, "Source video frames decoded by finished transcodes");
+    describe_counter!(
+        FRAMES_DECODED,
+        "Source video frames decoded by finished transcodes"
+    );
     describe_counter!(
         FRAMES_ENCODED,
         "Frames encoded by finished transcodes, per rendition"
@@ -130,7 +139,10 @@ fn describe() {
         "Bytes of media written by finished jobs (segments, thumbnails), by kind"
     );
     describe_gauge!(NATS_CONNECTED, "1 while the NATS connection is up");
-    describe_counter!(NATS_RECONNECTS, "NATS connections re-established after a loss");
+    describe_counter!(
+        NATS_RECONNECTS,
+        "NATS connections re-established after a loss"
+    );
     describe_counter!(
         NATS_SLOW_CONSUMER,
         "Times the NATS client dropped messages of a subscription whose buffer was full"
@@ -153,7 +165,10 @@ impl SlotGauges {
         }
         counter!(REDELIVERIES, "kind" => k).absolute(0);
         counter!(DEAD_LETTERS, "kind" => k).absolute(0);
-        let (in_flight, free) = (gauge!(IN_FLIGHT, "kind" => k), gauge!(SLOTS_FREE, "kind" => k));
+        let (in_flight, free) = (
+            gauge!(IN_FLIGHT, "kind" => k),
+            gauge!(SLOTS_FREE, "kind" => k),
+        );
         in_flight.set(0.0);
         free.set(f64::from(capacity));
         SlotGauges { in_flight, free }
