@@ -171,6 +171,7 @@ impl Manifest {
                 thumbnail: "thumbnail.jpg".into(),
                 master_playlist: crate::media::hls::playlist::MASTER.into(),
                 elapsed_seconds: 0.1,
+                encode_seconds: Default::default(),
                 warnings: Vec::new(),
             },
         }

@@ -176,12 +176,9 @@ pub struct RenditionOutcome {
     pub segments: usize,
     pub playlist: String,
     pub bytes: u64,
-    /// Frames this rendition encoded, and the seconds its thread spent on them (scale, encode,
-    /// mux; not waiting for frames): its encode speed, for the worker's metrics.
+    /// Frames this rendition encoded.
     #[serde(default)]
     pub frames: u64,
-    #[serde(default)]
-    pub encode_seconds: f64,
 }
 
 /// The result of a successful transcode (printed by `--json`, stored in manifest.json,
@@ -204,6 +201,11 @@ pub struct Outcome {
     pub thumbnail: String,
     pub master_playlist: String,
     pub elapsed_seconds: f64,
+    /// Seconds each rendition's thread spent scaling, encoding and muxing (not waiting for
+    /// frames), by quality: its encode speed, for the worker's metrics. A measurement like
+    /// `elapsed_seconds`, kept out of `renditions` (which describe the output).
+    #[serde(default)]
+    pub encode_seconds: std::collections::BTreeMap<String, f64>,
     /// What was left out of the output and why (e.g. audio that could not be used).
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -288,7 +290,6 @@ pub fn transcode(
             playlist: media.file_name(),
             bytes: media.total_bytes(),
             frames: r.frames,
-            encode_seconds: r.busy.as_secs_f64(),
         });
     }
     hls::playlist::write_master(staging.path(), &renditions)?;
@@ -308,6 +309,11 @@ pub fn transcode(
         thumbnail,
         master_playlist: hls::playlist::MASTER.to_string(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
+        encode_seconds: decoded
+            .renditions
+            .iter()
+            .map(|r| (r.name.clone(), r.busy.as_secs_f64()))
+            .collect(),
         warnings: decoded.warnings.clone(),
     };
     manifest::Manifest::new(req, &info, &outcome).write_to(staging.path())?;

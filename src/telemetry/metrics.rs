@@ -239,9 +239,10 @@ pub(crate) fn media_done(kind: JobKind, result: &ChildResult) {
             for r in &o.renditions {
                 let q = r.quality.clone();
                 counter!(FRAMES_ENCODED, "rendition" => q.clone()).increment(r.frames);
-                if r.encode_seconds > 0.0 && r.frames > 0 {
+                let busy = o.encode_seconds.get(&r.quality).copied().unwrap_or(0.0);
+                if busy > 0.0 && r.frames > 0 {
                     metrics::histogram!(ENCODE_FPS, "rendition" => q)
-                        .record(r.frames as f64 / r.encode_seconds);
+                        .record(r.frames as f64 / busy);
                 }
                 written += r.bytes;
             }
