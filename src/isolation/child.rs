@@ -169,7 +169,7 @@ fn execute(job: MediaJob, progress: &dyn Fn(&ProgressTick)) -> Result<ChildResul
     };
     match job {
         MediaJob::Transcode(spec) => {
-            media::transcode(&spec, &CANCEL, progress).map(ChildResult::Transcode)
+            media::transcode(&spec, &CANCEL, progress).map(|o| ChildResult::Transcode(Box::new(o)))
         }
         MediaJob::Thumbnail {
             source,

@@ -118,7 +118,8 @@ pub(crate) enum ChildOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildResult {
-    Transcode(Outcome),
+    /// Boxed: the outcome is far larger than the other results (serde's wire shape is the same).
+    Transcode(Box<Outcome>),
     /// `media::thumbnail::ThumbnailOutcome` as JSON (`path`, `time`, `bytes`, `source`).
     Thumbnail(serde_json::Value),
     /// `media::SourceInfo` as JSON.
