@@ -43,9 +43,10 @@ const STAGE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1200.0,
     3600.0,
 ];
-/// Frames per second of one rendition's encoder: from a 4K `veryslow` to a 144p `ultrafast`.
+/// Frames per second of one rendition's encoder: from a 4K `veryslow` (~1) to a 144p
+/// `ultrafast` (thousands: 240p ultrafast measured ~4000 on one thread here).
 const FPS_BUCKETS: &[f64] = &[
-    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0,
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
 /// What a job's message ended as (the `outcome` label of `video_worker_jobs_total`).
