@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::outcome::Delivery;
 use super::settle::{self, original_msg_id};
@@ -48,13 +49,15 @@ pub(super) async fn watch(
             "job reached max deliveries without an outcome: recording one"
         );
         // Each job on its own task: one that cannot be recorded yet does not hold up the
-        // advisories of others.
-        tokio::spawn(record_patiently(
-            Arc::clone(&shared),
-            kind,
-            adv,
-            max_deliver,
-        ));
+        // advisories of others. Its lines go in a job span like a worker's own (video_id once
+        // the job is read back).
+        let span = tracing::info_span!(
+            "job", video_id = tracing::field::Empty, kind = %kind, stream_seq = adv.stream_seq,
+            attempt = adv.deliveries, backstop = true
+        );
+        tokio::spawn(
+            record_patiently(Arc::clone(&shared), kind, adv, max_deliver).instrument(span),
+        );
     }
 }
 
@@ -108,6 +111,10 @@ async fn record(
         .get_raw_message(adv.stream_seq)
         .await
         .map_err(QueueError::nats("fetching the job by sequence"))?;
+    tracing::Span::current().record(
+        "video_id",
+        crate::job::peek_video_id(&original.payload).as_deref(),
+    );
     let mark = settle::trusted_mark(
         &shared.publisher,
         &adv.stream,
