@@ -99,7 +99,7 @@ fn describe() {
     );
     describe_histogram!(
         STAGE_DURATION,
-        "Seconds a job spent in each stage: validate, start (job process), probe, transcode, thumbnail, publish, record (events, dead letter), ack"
+        "Seconds a job spent in each stage: validate, fetch (object source), start (job process), probe, transcode, thumbnail, publish, upload (object output), record (events, dead letter), ack"
     );
     describe_gauge!(IN_FLIGHT, "Jobs running now, per lane (job kind)");
     describe_gauge!(

@@ -38,6 +38,8 @@ pub(crate) async fn serve(
 pub(crate) enum Stage {
     /// Parse and validate the payload, check paths, look for a finished output.
     Validate,
+    /// Download an object-store source to scratch (`s3://`, `nats-object://`).
+    Fetch,
     /// Start the job process, until it has read its request and set its limits.
     Start,
     /// Open and probe the source, plan the ladder, open the encoders: until the first frames
@@ -49,6 +51,9 @@ pub(crate) enum Stage {
     Thumbnail,
     /// Playlists, manifest, fsync and the atomic rename.
     Publish,
+    /// An object-store output: what is left to upload after the media work (segments are
+    /// uploaded as they close, during `transcode`), master last.
+    Upload,
     /// Store the outcome: `video.processed`, or `video.failed` and the dead letter, or the
     /// hand-back copy.
     Record,
@@ -57,13 +62,15 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 8] = [
+    const ALL: [Stage; 10] = [
         Stage::Validate,
+        Stage::Fetch,
         Stage::Start,
         Stage::Probe,
         Stage::Transcode,
         Stage::Thumbnail,
         Stage::Publish,
+        Stage::Upload,
         Stage::Record,
         Stage::Ack,
     ];
@@ -71,11 +78,13 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Validate => "validate",
+            Stage::Fetch => "fetch",
             Stage::Start => "start",
             Stage::Probe => "probe",
             Stage::Transcode => "transcode",
             Stage::Thumbnail => "thumbnail",
             Stage::Publish => "publish",
+            Stage::Upload => "upload",
             Stage::Record => "record",
             Stage::Ack => "ack",
         }
@@ -169,11 +178,13 @@ pub(crate) fn job_finished(
         error,
         seconds = (seconds * 1000.0).round() / 1000.0,
         validate_seconds = at(Stage::Validate),
+        fetch_seconds = at(Stage::Fetch),
         start_seconds = at(Stage::Start),
         probe_seconds = at(Stage::Probe),
         transcode_seconds = at(Stage::Transcode),
         thumbnail_seconds = at(Stage::Thumbnail),
         publish_seconds = at(Stage::Publish),
+        upload_seconds = at(Stage::Upload),
         record_seconds = at(Stage::Record),
         ack_seconds = at(Stage::Ack),
         "job finished"

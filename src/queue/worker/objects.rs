@@ -21,6 +21,7 @@ use crate::isolation::{ChildResult, MediaJob};
 use crate::job::{self, Job, JobKind, ProcessedEvent};
 use crate::media::{self, hls::playlist::MASTER, TranscodeRequest};
 use crate::storage::{ObjectRun, ObjectUrl, Transfer};
+use crate::telemetry::{self, Stage};
 
 /// The job's transcode request on local (scratch) paths, with the fingerprint of what the
 /// producer named (URLs, the source's size and version): stable across deliveries.
@@ -157,6 +158,7 @@ pub(super) async fn execute(
             }
         }
     };
+    telemetry::enter(Stage::Fetch);
     beating(download, &run.transfer, heartbeat).await?;
     let media = with_progress(
         shared,
@@ -166,7 +168,14 @@ pub(super) async fn execute(
         work,
         Some(Arc::clone(&run.transfer)),
     );
+    // What `produce` does after the media work is the rest of the upload.
+    let media = async {
+        let r = media.await;
+        telemetry::enter(Stage::Upload);
+        r
+    };
     let (mut result, report) = beating(run.produce(media), &run.transfer, heartbeat).await?;
+    telemetry::metrics::media_done(job.kind, &result);
     if let ChildResult::Transcode(outcome) = &mut result {
         run.publicise(outcome);
     }
