@@ -234,9 +234,16 @@ fn mux(c: &mut Criterion) {
         b.iter_batched(
             || e.video.clone(),
             |video| {
-                let mut seg =
-                    Segmenter::new(dir.path(), "480p", &e.encoder, Some(&e.audio_spec), seg)
-                        .expect("segmenter");
+                let mut seg = Segmenter::new(
+                    dir.path(),
+                    "480p",
+                    Some(&e.encoder),
+                    Some(&e.audio_spec),
+                    seg,
+                    Rational::new(FPS, 1),
+                    video_worker::media::hls::SegmentFormat::Ts,
+                )
+                .expect("segmenter");
                 // Arrival order as in a rendition thread: audio packets from the decode thread
                 // roughly in step with the encoder's video packets.
                 let mut audio = e.audio.iter().peekable();

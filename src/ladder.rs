@@ -75,6 +75,20 @@ pub struct RenditionPlan {
     pub bitrate: u64,
 }
 
+impl RenditionPlan {
+    /// An interlaced source keeps its field rate (1080i50 → 50p) in the renditions whose
+    /// shorter side is at most `field_rate_up_to` (720 by default: 720p50 is a broadcast
+    /// format and Apple's ladder has 60 fps rungs up to 1080p, but 1080p at 50 fps costs about
+    /// 1.5× the bits of 25 fps for the largest rung); larger renditions get one frame per
+    /// source frame (1080i50 → 1080p25).
+    pub fn keeps_field_rate(&self, field_rate_up_to: u32) -> bool {
+        self.width.min(self.height) <= field_rate_up_to
+    }
+}
+
+/// Renditions of an interlaced source keep its field rate up to this shorter side.
+pub const DEFAULT_FIELD_RATE_UP_TO: u32 = 720;
+
 /// A requested quality that was not produced, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {

@@ -18,9 +18,12 @@
 //!   - `media::demux`: packets (bounded read errors) and the video decoder (per-frame limits);
 //!   - `media::decode`: the single decode, orientation + constant frame rate, progress;
 //!   - `media::graph`: filter graphs, rebuilt when a frame's size, format or layout changes;
+//!     the deinterlacer (bwdif) for interlaced sources;
 //!   - `media::rendition`: one thread per quality: scale → libx264 → segmenter;
 //!   - `media::audio`: decode → stereo 48 kHz → AAC, once per job, never past the video;
-//!   - `media::hls`: the MPEG-TS `Segmenter` and the playlists;
+//!   - `media::hls`: the `Segmenter` (MPEG-TS or fMP4, keyframe byte ranges), RFC 8216 bit
+//!     rates, the playlists (media, I-frame, master with the audio group);
+//!   - `media::quality`: `--measure-quality`, each rendition's PSNR against its input;
 //!   - `media::thumbnail`; `media::output` (which folder may be replaced, per-output lock,
 //!     staging dir, fsync, atomic publish); `media::manifest` (manifest.json and the request
 //!     fingerprint); `media::confine` (paths opened without following swapped-in symlinks);

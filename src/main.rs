@@ -81,6 +81,22 @@ struct TranscodeArgs {
     /// libx264 preset.
     #[arg(long, default_value = "medium")]
     preset: String,
+    /// Audio as its own rendition, stored once (`separate`), or muxed into every video
+    /// rendition (`muxed`, for players that cannot take an audio group).
+    #[arg(long, default_value = "separate")]
+    audio: media::AudioLayout,
+    /// Segment container: MPEG-TS (`ts`) or fragmented MP4 / CMAF (`fmp4`: an init segment
+    /// per rendition and `.m4s` segments).
+    #[arg(long, default_value = "ts")]
+    segments: media::hls::SegmentFormat,
+    /// An interlaced source keeps its field rate (50i → 50p) in renditions whose shorter side
+    /// is at most this; larger ones get its frame rate (50i → 25p). 0: never.
+    #[arg(long, default_value_t = video_worker::ladder::DEFAULT_FIELD_RATE_UP_TO)]
+    field_rate_up_to: u32,
+    /// Measure each rendition's PSNR against the scaled source while encoding (libx264's
+    /// own statistics), reported in the result.
+    #[arg(long)]
+    measure_quality: bool,
     /// Encoder threads shared by all renditions (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -171,6 +187,10 @@ fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
     req.preset = args.preset.clone();
     req.threads = args.threads;
     req.force = args.force;
+    req.audio_layout = args.audio;
+    req.field_rate_up_to = args.field_rate_up_to;
+    req.measure_quality = args.measure_quality;
+    req.segments = args.segments;
     req.limits = Limits {
         max_width: args.max_width,
         max_height: args.max_height,
@@ -241,6 +261,18 @@ fn transcode(args: TranscodeArgs) -> ExitCode {
                         r.average_bandwidth / 1000,
                         r.bandwidth / 1000,
                         r.codecs
+                    );
+                }
+                if let Some(a) = &outcome.audio {
+                    println!(
+                        "  {:>6} {} ({}) {} segments, {} kb/s avg, {} kb/s peak, {}",
+                        "audio",
+                        a.name,
+                        a.language,
+                        a.segments,
+                        a.average_bandwidth / 1000,
+                        a.bandwidth / 1000,
+                        a.codecs
                     );
                 }
                 for s in &outcome.skipped {

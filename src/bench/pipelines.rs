@@ -496,6 +496,10 @@ pub fn in_process_args(
         s(setup.segment_seconds),
         s("--gop-seconds"),
         s(setup.gop_seconds),
+        // The CLI workers mux the audio into every rendition: so does ours here, so that the
+        // per-rendition sizes compare like for like.
+        s("--audio"),
+        s("muxed"),
         s("--json"),
     ];
     if let Some(threads) = threads {

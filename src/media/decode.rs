@@ -35,6 +35,10 @@ pub(crate) struct Decoded {
     pub frames_decoded: u64,
     pub frames_encoded: u64,
     pub has_audio: bool,
+    /// The decoded rate (the source's frame rate, or its field rate when deinterlaced to it).
+    pub frame_rate: Rational,
+    /// The audio rendition's segments, when audio is separate.
+    pub audio: Option<Vec<crate::media::hls::Segment>>,
     pub renditions: Vec<RenditionResult>,
     /// What was left out of the output and why (audio that could not be used…).
     pub warnings: Vec<String>,
@@ -46,6 +50,10 @@ pub(crate) struct Outputs {
     pub audio: Option<AudioLane>,
     pub gop_frames: u64,
     pub seg_frames: u64,
+    /// The graph's output rate (the source's frame rate, or its field rate).
+    pub frame_rate: Rational,
+    /// The stream is interlaced: how the graph deinterlaces it.
+    pub deinterlace: Option<graph::Deinterlace>,
 }
 
 /// The audio chain and the renditions' audio channels.
@@ -94,6 +102,8 @@ pub(crate) struct DecodeLoop<'a> {
     frames_out: u64,
     /// Orientation + constant frame rate, and the frame parameters it was built for.
     graph: Option<(filter::Graph, VideoParams)>,
+    /// The current graph deinterlaces.
+    graph_deinterlaces: bool,
     thumbnail_taken: bool,
     last_frame: Option<Arc<frame::Video>>,
     started: Instant,
@@ -122,11 +132,12 @@ impl<'a> DecodeLoop<'a> {
             dir,
             cancel,
             progress,
-            fps: info.video.frame_rate,
+            fps: out.frame_rate,
             out,
             frames_decoded: 0,
             frames_out: 0,
             graph: None,
+            graph_deinterlaces: false,
             thumbnail_taken: false,
             last_frame: None,
             started: Instant::now(),
@@ -231,16 +242,19 @@ impl<'a> DecodeLoop<'a> {
         }
         self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
         // One nominal frame past the last timestamp (per-frame durations are not
-        // exposed the same way across FFmpeg versions).
-        let step = ticks_per_frame(self.fps, vtb);
+        // exposed the same way across FFmpeg versions): a source frame, both its fields.
+        let step = ticks_per_frame(self.info.video.frame_rate, vtb);
         self.end_pts = Some(
             self.end_pts
                 .unwrap_or(i64::MIN)
                 .max(ts.saturating_add(step)),
         );
         let params = VideoParams::of(&f, vtb);
-        if self.graph.as_ref().map(|(_, p)| *p) != Some(params) {
-            self.rebuild_graph(params, Some(ts))?;
+        // A stream that did not say it is interlaced gets a deinterlacer at its first frame
+        // flagged interlaced (one frame per frame: the renditions' rates are already set).
+        let newly_interlaced = f.is_interlaced() && !self.graph_deinterlaces;
+        if self.graph.as_ref().map(|(_, p)| *p) != Some(params) || newly_interlaced {
+            self.rebuild_graph(params, Some(ts), f.is_interlaced())?;
         }
         if let Some(mut src) = self.graph.as_mut().and_then(|(g, _)| g.get("in")) {
             src.source()
@@ -255,17 +269,34 @@ impl<'a> DecodeLoop<'a> {
     /// pictures at a constant rate (VFR sources get frames duplicated or dropped as the ffmpeg
     /// CLI's `-vsync cfr` would). A graph built after a change starts where the previous one
     /// stopped (it was ended at the changed frame's time), so output frames stay continuous.
-    fn rebuild_graph(&mut self, params: VideoParams, close_at: Option<i64>) -> Result<()> {
+    fn rebuild_graph(
+        &mut self,
+        params: VideoParams,
+        close_at: Option<i64>,
+        frame_interlaced: bool,
+    ) -> Result<()> {
         if self.graph.is_some() {
             self.close_graph(close_at)?;
             self.drain_graph()?;
         }
         let start = self.info.video.start_time + self.frames_out as f64 / f64::from(self.fps);
+        // Deinterlace first: the fields are lines of the coded picture, before any rotation.
+        let deinterlace = self.out.deinterlace.or_else(|| {
+            (frame_interlaced || self.graph_deinterlaces).then_some(graph::Deinterlace {
+                field_rate: false,
+                top_field_first: None,
+                all_frames: false,
+            })
+        });
+        self.graph_deinterlaces = deinterlace.is_some();
+        let deinterlace = deinterlace
+            .map(|d| format!("{},", d.filter()))
+            .unwrap_or_default();
         let orient = graph::orientation(self.info.video.rotation)
             .map(|o| format!("{o},"))
             .unwrap_or_default();
         let spec = format!(
-            "{orient}fps=fps={}/{}:start_time={start}",
+            "{deinterlace}{orient}fps=fps={}/{}:start_time={start}",
             self.fps.numerator(),
             self.fps.denominator(),
         );
@@ -553,6 +584,8 @@ mod tests {
                 audio: None,
                 gop_frames: 50,
                 seg_frames: 150,
+                frame_rate: info.video.frame_rate,
+                deinterlace: None,
             };
             let mut decode = DecodeLoop::new(&info, &req, tmp.path(), &cancel, &|_| {}, outputs);
             let mut r = Ok(());

@@ -161,3 +161,56 @@ pub fn runtime_version() -> String {
         std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
     }
 }
+
+/// Where the next byte written to the output's current file goes (`avio_tell`), or `None`
+/// when no file is open.
+pub fn output_position(octx: &mut format::context::Output) -> Option<u64> {
+    // SAFETY: `octx` is a valid output context we borrow mutably; its `pb` is either null
+    // (checked) or the AVIOContext libavformat opened. `avio_seek(pb, 0, SEEK_CUR)` is what
+    // the `avio_tell` macro expands to: it returns the position without moving or flushing.
+    unsafe {
+        let ctx = octx.as_mut_ptr();
+        let pb = (*ctx).pb;
+        if pb.is_null() {
+            return None;
+        }
+        let pos = sys::avio_seek(pb, 0, libc::SEEK_CUR);
+        u64::try_from(pos).ok()
+    }
+}
+
+/// The field order a stream's parameters give (copied into the codec context): how the
+/// container or the parser describes interlacing, before any frame is decoded.
+pub fn field_order(ctx: &ffmpeg::codec::Context) -> ffmpeg::FieldOrder {
+    // SAFETY: reads a plain enum field of a valid AVCodecContext that we borrow; the value was
+    // copied from AVCodecParameters by libavcodec, so it is one of AVFieldOrder's values.
+    unsafe { ffmpeg::FieldOrder::from((*ctx.as_ptr()).field_order) }
+}
+
+/// Makes the muxer write what it holds into the current file (`av_write_frame(ctx, NULL)`):
+/// the open fragment of an fMP4 muxer, the partial PES packets of an mpegts one.
+pub fn flush_output(octx: &mut format::context::Output) -> Result<(), ffmpeg::Error> {
+    // SAFETY: `octx` is a valid output context whose header was written; a NULL packet is
+    // the documented flush request for muxers with AVFMT_ALLOW_FLUSH (mp4 and mpegts have it).
+    let r = unsafe { sys::av_write_frame(octx.as_mut_ptr(), ptr::null_mut()) };
+    if r < 0 {
+        return Err(ffmpeg::Error::from(r));
+    }
+    Ok(())
+}
+
+/// The codec setup an encoder opened with a global header exports (for H.264: SPS and PPS,
+/// Annex B from libx264).
+pub fn extradata(ctx: &ffmpeg::codec::Context) -> Vec<u8> {
+    // SAFETY: reads `extradata`/`extradata_size` of a valid, opened AVCodecContext that we
+    // borrow; libavcodec owns the buffer, which lives as long as the context; a null pointer
+    // or a non-positive size means there is none.
+    unsafe {
+        let c = ctx.as_ptr();
+        let (data, size) = ((*c).extradata, (*c).extradata_size);
+        if data.is_null() || size <= 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(data, size as usize).to_vec()
+    }
+}

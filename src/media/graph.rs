@@ -47,6 +47,42 @@ pub(crate) fn orientation(rotation: u32) -> Option<&'static str> {
     }
 }
 
+/// How interlaced pictures become progressive in the decode graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deinterlace {
+    /// One output frame per field (50i → 50p), or one per frame (50i → 25p).
+    pub field_rate: bool,
+    /// Which field comes first, when the stream says; `None`: each frame's own flag.
+    pub top_field_first: Option<bool>,
+    /// Every frame (the stream says it is interlaced), or only frames flagged interlaced
+    /// (found while decoding a stream that did not say).
+    pub all_frames: bool,
+}
+
+impl Deinterlace {
+    /// The filter: `bwdif` (motion-adaptive, FFmpeg's best built-in deinterlacer), or `yadif`
+    /// in a build without it. Both take the same options.
+    pub fn filter(&self) -> String {
+        let name = if filter::find("bwdif").is_some() {
+            "bwdif"
+        } else {
+            "yadif"
+        };
+        let mode = if self.field_rate {
+            "send_field"
+        } else {
+            "send_frame"
+        };
+        let parity = match self.top_field_first {
+            Some(true) => "tff",
+            Some(false) => "bff",
+            None => "auto",
+        };
+        let deint = if self.all_frames { "all" } else { "interlaced" };
+        format!("{name}=mode={mode}:parity={parity}:deint={deint}")
+    }
+}
+
 /// What a video buffer source is configured with; a frame that differs needs a new graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct VideoParams {
@@ -142,6 +178,36 @@ mod tests {
         assert_eq!(layout_for(ChannelLayout::MONO, 1), ChannelLayout::MONO);
         // A layout that disagrees with the count is not trusted.
         assert_eq!(layout_for(ChannelLayout::STEREO, 1), ChannelLayout::MONO);
+    }
+
+    #[test]
+    fn deinterlacer_follows_the_stream_or_the_frames() {
+        crate::media::init().unwrap();
+        let field = Deinterlace {
+            field_rate: true,
+            top_field_first: Some(true),
+            all_frames: true,
+        };
+        assert_eq!(field.filter(), "bwdif=mode=send_field:parity=tff:deint=all");
+        let flagged = Deinterlace {
+            field_rate: false,
+            top_field_first: None,
+            all_frames: false,
+        };
+        assert_eq!(
+            flagged.filter(),
+            "bwdif=mode=send_frame:parity=auto:deint=interlaced"
+        );
+        // The graph takes it.
+        let args = VideoParams {
+            width: 64,
+            height: 64,
+            format: format::Pixel::YUV420P,
+            sar: Rational::new(1, 1),
+            time_base: Rational::new(1, 25),
+        }
+        .buffer_args();
+        simple("buffer", &args, &format!("{},fps=fps=50", field.filter())).unwrap();
     }
 
     #[test]

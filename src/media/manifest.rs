@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{JobError, Result};
-use crate::media::{Outcome, SourceInfo, TranscodeRequest};
+use crate::media::{AudioLayout, Outcome, SourceInfo, TranscodeRequest};
 
 pub const MANIFEST: &str = "manifest.json";
 
@@ -43,6 +43,9 @@ pub struct RequestRecord {
     pub thumbnail_time: f64,
     pub preset: String,
     pub audio_bitrate: u64,
+    /// Absent in manifests written before audio could be its own rendition (they are muxed).
+    #[serde(default = "AudioLayout::before_layouts")]
+    pub audio_layout: AudioLayout,
 }
 
 impl Manifest {
@@ -63,6 +66,7 @@ impl Manifest {
                 thumbnail_time: req.thumbnail_time,
                 preset: req.preset.clone(),
                 audio_bitrate: req.audio_bitrate,
+                audio_layout: req.audio_layout,
             },
             source: serde_json::to_value(source).unwrap_or(Value::Null),
             result: outcome.clone(),
@@ -118,7 +122,7 @@ pub fn fingerprint(req: &TranscodeRequest) -> Result<String> {
 pub fn fingerprint_of(req: &TranscodeRequest, source_size: u64, source_version: &str) -> String {
     // Field names and order unchanged since version 1 (`kind` was always "process"), so the
     // outputs of earlier workers are still recognised.
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "v": 1,
         "kind": "process",
         "video_id": req.video_id.as_deref().unwrap_or_default(),
@@ -134,6 +138,17 @@ pub fn fingerprint_of(req: &TranscodeRequest, source_size: u64, source_version: 
         "audio_bitrate": req.audio_bitrate,
         "limits": req.limits,
     });
+    // Outputs made before the audio layout was a choice were muxed: that layout adds nothing,
+    // so their fingerprints still match, and a separate-audio request never reuses them.
+    if req.audio_layout != AudioLayout::Muxed {
+        canonical["audio_layout"] = serde_json::json!(req.audio_layout);
+    }
+    if req.measure_quality {
+        canonical["measure_quality"] = serde_json::json!(true);
+    }
+    if req.segments != crate::media::hls::SegmentFormat::Ts {
+        canonical["segments"] = serde_json::json!(req.segments);
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -155,6 +170,7 @@ impl Manifest {
                 thumbnail_time: 0.0,
                 preset: "medium".into(),
                 audio_bitrate: 128_000,
+                audio_layout: AudioLayout::Separate,
             },
             source: Value::Null,
             result: Outcome {
@@ -166,6 +182,9 @@ impl Manifest {
                 frames_encoded: 25,
                 source_bytes: 0,
                 has_audio: false,
+                audio_layout: crate::media::AudioLayout::default(),
+                audio: None,
+                segment_format: Default::default(),
                 renditions: Vec::new(),
                 skipped: Vec::new(),
                 thumbnail: "thumbnail.jpg".into(),
@@ -224,6 +243,13 @@ mod tests {
         let mut other = req.clone();
         other.video_id = Some("v2".into());
         assert_ne!(fingerprint(&other).unwrap(), first);
+        let mut muxed = req.clone();
+        muxed.audio_layout = AudioLayout::Muxed;
+        assert_ne!(
+            fingerprint(&muxed).unwrap(),
+            first,
+            "another audio layout is another output"
+        );
         std::fs::write(&source, b"longer").unwrap();
         assert_ne!(fingerprint(&req).unwrap(), first, "a changed source");
     }

@@ -24,6 +24,7 @@ pub(crate) mod manifest;
 pub(crate) mod output;
 pub mod pipeline;
 pub mod probe;
+pub mod quality;
 pub mod rendition;
 pub mod thumbnail;
 
@@ -43,6 +44,8 @@ pub const DEFAULT_SEGMENT_SECONDS: f64 = 6.0;
 pub const DEFAULT_GOP_SECONDS: f64 = 2.0;
 /// The platform's original worker used AAC at 128 kb/s.
 pub const DEFAULT_AUDIO_BITRATE: u64 = 128_000;
+/// RFC 6381 name of the AAC-LC audio every output carries.
+const AAC_LC: &str = "mp4a.40.2";
 
 /// Initialises the FFmpeg libraries once per process and keeps their logging quiet (errors
 /// reach the caller as `JobError`s, not as lines on stderr).
@@ -55,6 +58,35 @@ pub fn init() -> Result<()> {
     })
     .clone()
     .map_err(|e| JobError::internal(format!("FFmpeg initialisation failed: {e}")))
+}
+
+/// Where the audio goes: its own rendition, listed once in the master as an `EXT-X-MEDIA`
+/// group that every variant names (Apple's layout: stored once, fetched once), or muxed into
+/// every video rendition's segments (for players that cannot take a separate audio group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioLayout {
+    #[default]
+    Separate,
+    Muxed,
+}
+
+impl AudioLayout {
+    /// The layout of outputs recorded before the layout was a choice.
+    pub(crate) fn before_layouts() -> AudioLayout {
+        AudioLayout::Muxed
+    }
+}
+
+impl std::str::FromStr for AudioLayout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "separate" => Ok(AudioLayout::Separate),
+            "muxed" => Ok(AudioLayout::Muxed),
+            _ => Err(format!("unknown audio layout {s:?} (separate, muxed)")),
+        }
+    }
 }
 
 /// One transcode: a source, where its ladder goes, and how to encode it.
@@ -80,6 +112,23 @@ pub struct TranscodeRequest {
     /// Replace an existing output folder even if this worker did not make it (the command
     /// line's `--force`); a folder that holds the source is refused all the same.
     pub force: bool,
+    /// Audio as its own rendition (default) or muxed into every video rendition.
+    #[serde(default)]
+    pub audio_layout: AudioLayout,
+    /// An interlaced source keeps its field rate (50i → 50p) in renditions whose shorter
+    /// side is at most this; larger ones get its frame rate (50i → 25p). 0: never.
+    #[serde(default = "default_field_rate_up_to")]
+    pub field_rate_up_to: u32,
+    /// Measure each rendition's PSNR against the scaled source while encoding.
+    #[serde(default)]
+    pub measure_quality: bool,
+    /// MPEG-TS segments (default) or fragmented MP4 (CMAF) ones.
+    #[serde(default)]
+    pub segments: hls::SegmentFormat,
+}
+
+fn default_field_rate_up_to() -> u32 {
+    crate::ladder::DEFAULT_FIELD_RATE_UP_TO
 }
 
 impl TranscodeRequest {
@@ -98,6 +147,10 @@ impl TranscodeRequest {
             fingerprint: None,
             video_id: None,
             force: false,
+            audio_layout: AudioLayout::default(),
+            field_rate_up_to: crate::ladder::DEFAULT_FIELD_RATE_UP_TO,
+            measure_quality: false,
+            segments: hls::SegmentFormat::default(),
         })
     }
 
@@ -168,17 +221,61 @@ pub struct RenditionOutcome {
     pub height: u32,
     /// Target bitrate (bit/s).
     pub bitrate: u64,
-    /// Peak segment bitrate, as in the master's BANDWIDTH.
+    /// The master's BANDWIDTH: the peak segment bit rate (RFC 8216 §4.3.4.2) of this
+    /// rendition plus that of its audio rendition, if audio is separate.
     pub bandwidth: u64,
+    /// The master's AVERAGE-BANDWIDTH, the same way.
     pub average_bandwidth: u64,
+    /// Video and audio codecs (RFC 6381), as in the master's CODECS.
     pub codecs: String,
     pub frame_rate: f64,
     pub segments: usize,
     pub playlist: String,
+    /// Bytes of this rendition's own segments (not counting a separate audio rendition).
     pub bytes: u64,
     /// Frames this rendition encoded.
     #[serde(default)]
     pub frames: u64,
+    /// Peak and average bit rates of this rendition's own segments.
+    #[serde(default)]
+    pub video_bandwidth: u64,
+    #[serde(default)]
+    pub video_average_bandwidth: u64,
+    /// Its I-frame playlist (keyframes as byte ranges of the segments above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iframes: Option<IFramesOutcome>,
+    /// PSNR against the scaled source (`--measure-quality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr: Option<quality::Psnr>,
+}
+
+/// A rendition's I-frame playlist, as the master lists it (`EXT-X-I-FRAME-STREAM-INF`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IFramesOutcome {
+    pub playlist: String,
+    /// Peak and average bit rates of the keyframes alone (their byte ranges over the time
+    /// each stands for).
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    /// The video codec only.
+    pub codecs: String,
+    pub keyframes: usize,
+}
+
+/// The audio rendition, when audio is its own (`EXT-X-MEDIA TYPE=AUDIO`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AudioOutcome {
+    pub playlist: String,
+    pub group_id: String,
+    /// RFC 5646 tag from the source's language tag, `und` when it has none.
+    pub language: String,
+    pub name: String,
+    pub channels: u32,
+    pub codecs: String,
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    pub segments: usize,
+    pub bytes: u64,
 }
 
 /// The result of a successful transcode (printed by `--json`, stored in manifest.json,
@@ -196,6 +293,16 @@ pub struct Outcome {
     #[serde(default)]
     pub source_bytes: u64,
     pub has_audio: bool,
+    /// How the audio was laid out (`separate`: the `audio` rendition below). Outcomes
+    /// recorded before there was a choice were muxed.
+    #[serde(default = "AudioLayout::before_layouts")]
+    pub audio_layout: AudioLayout,
+    /// The audio rendition, when audio is separate (boxed: the outcome travels in enums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<Box<AudioOutcome>>,
+    /// The segments' container (`ts`, or `fmp4` with an init segment per rendition).
+    #[serde(default)]
+    pub segment_format: hls::SegmentFormat,
     pub renditions: Vec<RenditionOutcome>,
     pub skipped: Vec<Skipped>,
     pub thumbnail: String,
@@ -267,32 +374,81 @@ pub fn transcode(
         eta_seconds: Some(0.0),
     });
 
-    let fps = info.video.frame_rate;
+    let fps = decoded.frame_rate;
+    let audio = match &decoded.audio {
+        Some(segments) => {
+            let name = hls::playlist::AUDIO_NAME;
+            let init = req.segments.init_name(name);
+            let media =
+                hls::playlist::MediaPlaylist::measure(staging.path(), name, segments, init)?;
+            media.write_to(staging.path())?;
+            let (language, name) = hls::playlist::audio_language(
+                info.audio.as_ref().and_then(|a| a.language.as_deref()),
+            );
+            Some(Box::new(AudioOutcome {
+                playlist: media.file_name(),
+                group_id: hls::playlist::AUDIO_GROUP.to_string(),
+                language,
+                name,
+                channels: 2,
+                codecs: AAC_LC.to_string(),
+                bandwidth: media.peak_bandwidth(),
+                average_bandwidth: media.average_bandwidth(),
+                segments: segments.len(),
+                bytes: media.total_bytes(),
+            }))
+        }
+        None => None,
+    };
     let mut renditions = Vec::new();
     for r in &decoded.renditions {
+        let init = req.segments.init_name(&r.name);
         let media =
-            hls::playlist::MediaPlaylist::measure(staging.path(), &r.name, &r.segments, fps)?;
+            hls::playlist::MediaPlaylist::measure(staging.path(), &r.name, &r.segments, init)?;
         media.write_to(staging.path())?;
+        let iframes = hls::playlist::MediaPlaylist::iframes(
+            &r.name,
+            &r.segments,
+            &r.iframes,
+            r.frame_rate,
+            media.init.clone(),
+        );
+        iframes.write_to(staging.path())?;
         let codecs = match decoded.has_audio {
-            true => format!("{},mp4a.40.2", r.avc_codec),
+            true => format!("{},{AAC_LC}", r.avc_codec),
             false => r.avc_codec.clone(),
         };
+        // A variant plays with its audio rendition: BANDWIDTH is the sum of both peaks (the
+        // only combination the master offers), AVERAGE-BANDWIDTH the sum of both averages.
+        let (audio_peak, audio_average) = audio
+            .as_ref()
+            .map_or((0, 0), |a| (a.bandwidth, a.average_bandwidth));
         renditions.push(RenditionOutcome {
             quality: r.name.clone(),
             width: r.width,
             height: r.height,
             bitrate: r.bitrate,
-            bandwidth: media.peak_bandwidth(),
-            average_bandwidth: media.average_bandwidth(),
+            bandwidth: media.peak_bandwidth() + audio_peak,
+            average_bandwidth: media.average_bandwidth() + audio_average,
             codecs,
-            frame_rate: f64::from(fps),
+            frame_rate: f64::from(r.frame_rate),
             segments: r.segments.len(),
             playlist: media.file_name(),
             bytes: media.total_bytes(),
             frames: r.frames,
+            video_bandwidth: media.peak_bandwidth(),
+            video_average_bandwidth: media.average_bandwidth(),
+            iframes: Some(IFramesOutcome {
+                playlist: iframes.file_name(),
+                bandwidth: iframes.peak_bandwidth(),
+                average_bandwidth: iframes.average_bandwidth(),
+                codecs: r.avc_codec.clone(),
+                keyframes: iframes.entries.len(),
+            }),
+            psnr: r.psnr,
         });
     }
-    hls::playlist::write_master(staging.path(), &renditions)?;
+    hls::playlist::write_master(staging.path(), &renditions, audio.as_deref())?;
 
     let thumbnail = thumbnail::FILE_NAME.to_string();
     let outcome = Outcome {
@@ -304,6 +460,9 @@ pub fn transcode(
         frames_encoded: decoded.frames_encoded,
         source_bytes: info.size_bytes,
         has_audio: decoded.has_audio,
+        audio_layout: req.audio_layout,
+        audio,
+        segment_format: req.segments,
         renditions,
         skipped: ladder.skipped.clone(),
         thumbnail,

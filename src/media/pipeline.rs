@@ -8,16 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use ffmpeg::Packet;
+use ffmpeg::{Packet, Rational};
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{ErrorKind, JobError, Result};
-use crate::ladder::Ladder;
+use crate::ladder::{Ladder, RenditionPlan};
 use crate::media::audio::AudioChain;
+use crate::media::audio::AudioStreamSpec;
 use crate::media::decode::{AudioLane, DecodeLoop, Decoded, Outputs};
+use crate::media::graph::Deinterlace;
+use crate::media::hls::{Segment, SegmentFormat, Segmenter};
 use crate::media::probe::Source;
+use crate::media::probe::SourceInfo;
 use crate::media::rendition::{self, RenditionJob, SourceFrame};
-use crate::media::{split_threads, ProgressTick, TranscodeRequest};
+use crate::media::{split_threads, AudioLayout, ProgressTick, TranscodeRequest};
 
 /// Decoded frames waiting per rendition. A 1080p frame is 3 MB; the frames are shared, so
 /// this bounds memory at roughly (depth + decoder delay) frames whatever the video's length.
@@ -37,7 +41,6 @@ pub(crate) fn run(
     progress: &dyn Fn(&ProgressTick),
 ) -> Result<Decoded> {
     let Source { mut input, info } = source;
-    let fps = info.video.frame_rate;
     let mut warnings = Vec::new();
     let audio = open_audio(&input, &info, req, &mut warnings);
 
@@ -52,32 +55,57 @@ pub(crate) fn run(
         .map(|r| r.width as u64 * r.height as u64)
         .collect();
     let threads = split_threads(budget, &pixels);
-    let gop_frames = ((req.gop_seconds * f64::from(fps)).round() as u64).max(1);
-    let seg_frames = ((req.segment_seconds * f64::from(fps)).round() as u64).max(1);
+    let scan = Scan::plan(&info, ladder, req.field_rate_up_to);
+    let fps = scan.rate;
+    // With renditions at half the decoded rate, the grid must land on frames they keep.
+    let frames = |seconds: f64| {
+        let n = ((seconds * f64::from(fps)).round() as u64).max(1);
+        match scan.halved {
+            true => (n.div_ceil(2) * 2).max(2),
+            false => n,
+        }
+    };
+    let gop_frames = frames(req.gop_seconds);
+    let seg_frames = frames(req.segment_seconds);
 
     let abort = AtomicBool::new(false);
     let mut frame_txs = Vec::new();
     let mut audio_txs = Vec::new();
     let mut jobs = Vec::new();
+    let muxed = req.audio_layout == AudioLayout::Muxed;
+    // Separate audio: one segmenter of its own, fed like a rendition.
+    let audio_rendition = match (&audio, muxed) {
+        (Some(chain), false) => {
+            let (atx, arx) = bounded::<Arc<Packet>>(AUDIO_QUEUE);
+            audio_txs.push(atx);
+            Some((chain.spec(), arx))
+        }
+        _ => None,
+    };
     for (plan, threads) in ladder.renditions.iter().zip(threads) {
         let (ftx, frx) = bounded::<SourceFrame>(FRAME_QUEUE);
-        let arx = audio.as_ref().map(|_| {
+        let arx = audio.as_ref().filter(|_| muxed).map(|_| {
             let (atx, arx) = bounded::<Arc<Packet>>(AUDIO_QUEUE);
             audio_txs.push(atx);
             arx
         });
         frame_txs.push(ftx);
+        let step = scan.step(plan, req.field_rate_up_to);
         jobs.push((
             RenditionJob {
                 plan: plan.clone(),
-                frame_rate: fps,
-                gop_frames,
-                seg_frames,
+                frame_rate: Rational::new(fps.numerator(), fps.denominator() * step as i32)
+                    .reduce(),
+                frame_step: step,
+                gop_frames: gop_frames / step,
+                seg_frames: seg_frames / step,
                 preset: req.preset.clone(),
                 threads,
                 dir: dir.to_path_buf(),
-                audio: audio.as_ref().map(|a| a.spec()),
+                audio: audio.as_ref().filter(|_| muxed).map(|a| a.spec()),
                 color: info.video.color.for_sdr_output(),
+                measure_quality: req.measure_quality,
+                segments: req.segments,
             },
             frx,
             arx,
@@ -111,12 +139,33 @@ pub(crate) fn run(
                     })
             })
             .collect();
+        let audio_handle = audio_rendition.map(|(spec, arx)| {
+            std::thread::Builder::new()
+                .name("rendition-audio".into())
+                .spawn_scoped(scope, move || {
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        run_audio(dir, spec, (seg_frames, fps), req.segments, arx, abort)
+                    }));
+                    let r = r.unwrap_or_else(|panic| {
+                        Err(JobError::internal(format!(
+                            "audio rendition panicked: {}",
+                            panic_message(&panic)
+                        )))
+                    });
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+        });
 
         let outputs = Outputs {
             frames: frame_txs,
             audio,
             gop_frames,
             seg_frames,
+            frame_rate: fps,
+            deinterlace: scan.deinterlace,
         };
         let mut decode = DecodeLoop::new(&info, req, dir, cancel, progress, outputs);
         let decoded =
@@ -135,25 +184,26 @@ pub(crate) fn run(
 
         let mut results = Vec::new();
         let mut first_error: Option<JobError> = None;
+        let mut note = |e: JobError| {
+            // A rendition "aborted" only because another part failed is not the cause.
+            if first_error.is_none() && e.kind != ErrorKind::Cancelled {
+                first_error = Some(e);
+            }
+        };
         for h in handles {
-            let r = match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(JobError::internal("rendition thread could not be joined"))
-                }),
-                Err(e) => Err(JobError::internal(format!(
-                    "starting a rendition thread: {e}"
-                ))),
-            };
-            match r {
+            match join(h) {
                 Ok(r) => results.push(r),
-                Err(e) => {
-                    // A rendition "aborted" only because another part failed is not the cause.
-                    if first_error.is_none() && e.kind != ErrorKind::Cancelled {
-                        first_error = Some(e);
-                    }
-                }
+                Err(e) => note(e),
             }
         }
+        let audio_segments = match audio_handle.map(join) {
+            Some(Ok(segments)) => Some(segments),
+            Some(Err(e)) => {
+                note(e);
+                None
+            }
+            None => None,
+        };
         // The cause comes first: when a rendition failed (disk full…), the decode loop only saw
         // its channel close and reports "cancelled"; the rendition's error is the real one.
         match (decoded, first_error) {
@@ -169,14 +219,111 @@ pub(crate) fn run(
         if results.len() != ladder.renditions.len() {
             return Err(JobError::internal("a rendition stopped without a result"));
         }
+        if has_audio && !muxed && audio_segments.is_none() {
+            return Err(JobError::internal(
+                "the audio rendition stopped without a result",
+            ));
+        }
         Ok(Decoded {
             frames_decoded: counts.frames_decoded,
             frames_encoded: counts.frames_out,
             has_audio,
+            frame_rate: fps,
+            audio: audio_segments,
             renditions: results,
             warnings,
         })
     })
+}
+
+/// The decoded picture rate and how it is made progressive. An interlaced source (its stream
+/// says so) is deinterlaced in the decode graph; when some rendition keeps the field rate
+/// (see [`RenditionPlan::keeps_field_rate`]) and the field rate is within the 60 fps cap,
+/// the graph emits one frame per field and the larger renditions take every other one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scan {
+    /// The decode graph's output rate.
+    pub rate: Rational,
+    /// The rate is the field rate, and some renditions take every other frame.
+    pub halved: bool,
+    pub deinterlace: Option<Deinterlace>,
+}
+
+impl Scan {
+    pub fn plan(info: &SourceInfo, ladder: &Ladder, field_rate_up_to: u32) -> Scan {
+        let frame_rate = info.video.frame_rate;
+        if !info.video.interlaced {
+            return Scan {
+                rate: frame_rate,
+                halved: false,
+                deinterlace: None,
+            };
+        }
+        let field_rate = Rational::new(frame_rate.numerator() * 2, frame_rate.denominator());
+        let field = f64::from(field_rate) <= 60.0 + 1e-3
+            && ladder
+                .renditions
+                .iter()
+                .any(|r| r.keeps_field_rate(field_rate_up_to));
+        Scan {
+            rate: if field { field_rate } else { frame_rate },
+            halved: field
+                && ladder
+                    .renditions
+                    .iter()
+                    .any(|r| !r.keeps_field_rate(field_rate_up_to)),
+            deinterlace: Some(Deinterlace {
+                field_rate: field,
+                top_field_first: Some(info.video.top_field_first),
+                all_frames: true,
+            }),
+        }
+    }
+
+    /// 1: the rendition takes every decoded frame; 2: every other one (field-rate decode,
+    /// rendition above the field-rate limit).
+    pub fn step(&self, plan: &RenditionPlan, field_rate_up_to: u32) -> u64 {
+        if self.halved && !plan.keeps_field_rate(field_rate_up_to) {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Joins a media thread; a thread that could not start or be joined is an internal error.
+fn join<T>(h: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Result<T> {
+    match h {
+        Ok(h) => h
+            .join()
+            .unwrap_or_else(|_| Err(JobError::internal("a media thread could not be joined"))),
+        Err(e) => Err(JobError::internal(format!("starting a media thread: {e}"))),
+    }
+}
+
+/// The audio rendition (separate layout): the shared AAC packets into audio-only segments on
+/// the video's grid (`seg_frames` at `fps`).
+fn run_audio(
+    dir: &Path,
+    spec: AudioStreamSpec,
+    (seg_frames, fps): (u64, Rational),
+    segments: SegmentFormat,
+    packets: crossbeam_channel::Receiver<Arc<Packet>>,
+    abort: &AtomicBool,
+) -> Result<Vec<Segment>> {
+    let name = crate::media::hls::playlist::AUDIO_NAME;
+    let mut segmenter = Segmenter::new(dir, name, None, Some(&spec), seg_frames, fps, segments)?;
+    for p in packets {
+        if abort.load(Ordering::Relaxed) {
+            return Err(JobError::cancelled("job aborted"));
+        }
+        segmenter.push_audio((*p).clone())?;
+    }
+    if abort.load(Ordering::Relaxed) {
+        return Err(JobError::cancelled("job aborted"));
+    }
+    segmenter.end_audio()?;
+    Ok(segmenter.finish()?.segments)
 }
 
 /// The audio chain, or `None` (video-only output, with a warning) when the source's audio

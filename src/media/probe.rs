@@ -117,6 +117,12 @@ pub struct VideoInfo {
     pub fps: f64,
     /// Start of the video in seconds (the job's time zero).
     pub start_time: f64,
+    /// The stream says its pictures are interlaced (field order top or bottom first): the
+    /// output is deinterlaced (frames flagged interlaced are caught again while decoding).
+    pub interlaced: bool,
+    /// Top field first, when interlaced (bottom field first otherwise).
+    #[serde(skip)]
+    pub top_field_first: bool,
     /// Colour description to carry into the renditions' VUI.
     #[serde(skip)]
     pub color: ColorTags,
@@ -152,6 +158,9 @@ pub struct AudioInfo {
     pub codec: String,
     pub channels: u16,
     pub sample_rate: u32,
+    /// The stream's `language` tag as the container gives it (ISO 639-2 in MP4 and MKV).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -382,6 +391,11 @@ fn describe_video(
     }
     let vctx = ffmpeg::codec::Context::from_parameters(video.parameters())
         .map_err(|e| JobError::invalid_media(format!("video stream parameters: {e}")))?;
+    let (interlaced, top_field_first) = match crate::media::ffi::field_order(&vctx) {
+        ffmpeg::FieldOrder::TT | ffmpeg::FieldOrder::TB => (true, true),
+        ffmpeg::FieldOrder::BB | ffmpeg::FieldOrder::BT => (true, false),
+        _ => (false, true),
+    };
     let vdec = vctx
         .decoder()
         .video()
@@ -448,6 +462,8 @@ fn describe_video(
         frame_rate,
         fps: f64::from(frame_rate),
         start_time,
+        interlaced,
+        top_field_first,
         color: ColorTags {
             space: vdec.color_space(),
             primaries: vdec.color_primaries(),
@@ -472,6 +488,7 @@ fn describe_audio(input: &format::context::Input) -> Option<AudioInfo> {
                 codec: codec_id_name(s.parameters().id()),
                 channels: a.channels(),
                 sample_rate: a.rate(),
+                language: s.metadata().get("language").map(str::to_owned),
             })
         })
         .filter(|a| a.sample_rate > 0)

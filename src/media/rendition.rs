@@ -15,8 +15,9 @@ use crate::error::{JobError, Result};
 use crate::ladder::RenditionPlan;
 use crate::media::audio::AudioStreamSpec;
 use crate::media::ffi::{self, EffectiveRate};
-use crate::media::hls::{Segment, Segmenter};
+use crate::media::hls::{IFrame, Segment, SegmentFormat, Segmenter};
 use crate::media::probe::ColorTags;
+use crate::media::quality::{Psnr, QualityMeter};
 
 /// A decoded (and oriented, constant-rate) source frame, shared read-only by every rendition.
 pub struct SourceFrame {
@@ -30,7 +31,12 @@ pub struct SourceFrame {
 /// What a rendition thread needs to know.
 pub struct RenditionJob {
     pub plan: RenditionPlan,
+    /// This rendition's rate: the decoded rate over `frame_step`.
     pub frame_rate: Rational,
+    /// Take every decoded frame (1) or every other one (2: a field-rate decode of an
+    /// interlaced source, for a rendition above the field-rate limit). The grid below is in
+    /// this rendition's own frames.
+    pub frame_step: u64,
     pub gop_frames: u64,
     pub seg_frames: u64,
     pub preset: String,
@@ -39,6 +45,9 @@ pub struct RenditionJob {
     pub audio: Option<AudioStreamSpec>,
     /// Colour tags for the VUI (None: leave unspecified).
     pub color: Option<ColorTags>,
+    /// Measure the rendition's PSNR against its input (the scaled source).
+    pub measure_quality: bool,
+    pub segments: SegmentFormat,
 }
 
 /// What a rendition thread produced.
@@ -49,6 +58,8 @@ pub struct RenditionResult {
     pub height: u32,
     pub bitrate: u64,
     pub segments: Vec<Segment>,
+    /// Every keyframe's byte range in the segments: the I-frame playlist.
+    pub iframes: Vec<IFrame>,
     /// `avc1.PPCCLL` from the stream's own SPS.
     pub avc_codec: String,
     pub effective: EffectiveRate,
@@ -56,6 +67,10 @@ pub struct RenditionResult {
     /// Time this thread spent scaling, encoding and muxing (not waiting for frames): the
     /// rendition's own speed, for the worker's encode-fps metric.
     pub busy: Duration,
+    /// Its frame rate (the decoded rate, or half of it).
+    pub frame_rate: Rational,
+    /// PSNR against the scaled source (with `measure_quality`).
+    pub psnr: Option<Psnr>,
 }
 
 /// Finds the first SPS in an Annex B packet and returns `avc1.PPCCLL` (RFC 6381).
@@ -95,6 +110,10 @@ fn open_encoder(job: &RenditionJob) -> Result<(encoder::Video, EffectiveRate)> {
     let mut ctx = codec::Context::new_with_codec(x264);
     ffi::set_thread_count(&mut ctx, job.threads);
     let mut enc = ctx.encoder().video().map_err(|e| err("context", e))?;
+    if job.segments == SegmentFormat::Fmp4 {
+        // SPS and PPS once, in the init segment's avcC (MP4), not in front of every IDR.
+        enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
     let p = &job.plan;
     enc.set_width(p.width);
     enc.set_height(p.height);
@@ -155,15 +174,24 @@ pub fn run(
     let mut segmenter = Segmenter::new(
         &job.dir,
         &job.plan.name,
-        &encoder,
+        Some(&encoder),
         job.audio.as_ref(),
         job.seg_frames,
+        job.frame_rate,
+        job.segments,
     )?;
     let mut scaler: Option<scaling::Context> = None;
     // The previous output frame, kept for reuse once the encoder has released its buffers
     // (FFmpeg's scale filter recycles buffers from a pool the same way).
     let mut spare: Option<frame::Video> = None;
-    let mut avc_codec: Option<String> = None;
+    let mut seen = Seen {
+        // With a global header the SPS is in the encoder's extradata, not in the packets.
+        avc_codec: avc_codec_string(&ffi::extradata(&encoder)),
+        quality: match job.measure_quality {
+            true => Some(QualityMeter::new(&encoder)?),
+            false => None,
+        },
+    };
     let mut frames_in = 0u64;
     let mut busy = Duration::ZERO;
     let (w, h) = (job.plan.width, job.plan.height);
@@ -201,20 +229,23 @@ pub fn run(
             },
             (None, false) => {}
         }
-        if let Some(src) = next_frame {
+        if let Some(src) = next_frame.filter(|f| f.index % job.frame_step.max(1) == 0) {
             let working = Instant::now();
             frames_in += 1;
             let mut out = scale_into(&mut scaler, &src.frame, w, h, spare.take())?;
-            out.set_pts(Some(src.index as i64));
+            out.set_pts(Some((src.index / job.frame_step.max(1)) as i64));
             out.set_kind(if src.force_idr {
                 picture::Type::I
             } else {
                 picture::Type::None
             });
+            if let Some(q) = seen.quality.as_mut() {
+                q.remember(&out)?;
+            }
             encoder
                 .send_frame(&out)
                 .map_err(|e| JobError::internal(format!("libx264 {}: {e}", job.plan.name)))?;
-            drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec, abort)?;
+            drain_encoder(&mut encoder, &mut segmenter, &mut seen, abort)?;
             if ffi::is_writable(&mut out) {
                 spare = Some(out);
             }
@@ -228,10 +259,10 @@ pub fn run(
     encoder
         .send_eof()
         .map_err(|e| JobError::internal(format!("libx264 {} flush: {e}", job.plan.name)))?;
-    drain_encoder(&mut encoder, &mut segmenter, &mut avc_codec, abort)?;
-    let segments = segmenter.finish()?;
+    drain_encoder(&mut encoder, &mut segmenter, &mut seen, abort)?;
+    let written = segmenter.finish()?;
     busy += flushing.elapsed();
-    let avc_codec = avc_codec.ok_or_else(|| {
+    let avc_codec = seen.avc_codec.ok_or_else(|| {
         JobError::internal(format!("no SPS found in the {} stream", job.plan.name))
     })?;
     Ok(RenditionResult {
@@ -239,11 +270,17 @@ pub fn run(
         width: w,
         height: h,
         bitrate: job.plan.bitrate,
-        segments,
+        segments: written.segments,
+        iframes: written.iframes,
         avc_codec,
         effective,
         frames: frames_in,
         busy,
+        frame_rate: job.frame_rate,
+        psnr: match seen.quality {
+            Some(q) => q.finish()?,
+            None => None,
+        },
     })
 }
 
@@ -299,10 +336,19 @@ fn scale_into(
     Ok(out)
 }
 
+/// What the rendition learns from its encoded packets on their way to the segmenter.
+#[derive(Default)]
+struct Seen {
+    /// `avc1.PPCCLL` of the first SPS.
+    avc_codec: Option<String>,
+    /// `--measure-quality`: the packets decoded again and compared with the encoder's input.
+    quality: Option<QualityMeter>,
+}
+
 fn drain_encoder(
     encoder: &mut encoder::Video,
     segmenter: &mut Segmenter,
-    avc_codec: &mut Option<String>,
+    seen: &mut Seen,
     abort: &AtomicBool,
 ) -> Result<()> {
     loop {
@@ -313,8 +359,11 @@ fn drain_encoder(
         let mut p = Packet::empty();
         match encoder.receive_packet(&mut p) {
             Ok(()) => {
-                if avc_codec.is_none() {
-                    *avc_codec = p.data().and_then(avc_codec_string);
+                if seen.avc_codec.is_none() {
+                    seen.avc_codec = p.data().and_then(avc_codec_string);
+                }
+                if let Some(q) = seen.quality.as_mut() {
+                    q.measure(&p)?;
                 }
                 segmenter.push_video(p)?;
             }

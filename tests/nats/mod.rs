@@ -235,12 +235,14 @@ pub fn assert_valid_output(dir: &Path, qualities: &[&str]) -> Value {
         other => panic!("master.m3u8 is not a master playlist: {other:?}"),
     };
     let uris: Vec<&str> = master.variants.iter().map(|v| v.uri.as_str()).collect();
-    assert_eq!(master.variants.len(), qualities.len(), "variants {uris:?}");
+    // One EXT-X-STREAM-INF and one EXT-X-I-FRAME-STREAM-INF per quality.
+    let (iframes, variants): (Vec<_>, Vec<_>) = master.variants.iter().partition(|v| v.is_i_frame);
+    assert_eq!(variants.len(), qualities.len(), "variants {uris:?}");
+    assert_eq!(iframes.len(), qualities.len(), "I-frame variants {uris:?}");
     let mut segment_counts = Vec::new();
     for q in qualities {
         let uri = format!("{q}.m3u8");
-        let variant = master
-            .variants
+        let variant = variants
             .iter()
             .find(|v| v.uri == uri)
             .unwrap_or_else(|| panic!("no variant {uri} in {uris:?}"));
@@ -275,9 +277,25 @@ pub fn assert_valid_output(dir: &Path, qualities: &[&str]) -> Value {
             "no h264 in {}: {probe}",
             first.display()
         );
-        assert!(streams.iter().any(|s| s["codec_name"] == "aac"));
         decode_all(&first);
     }
+    // The audio: its own rendition (the default layout), named by every variant.
+    let audio = master
+        .alternatives
+        .iter()
+        .find(|a| a.media_type == m3u8_rs::AlternativeMediaType::Audio)
+        .unwrap_or_else(|| panic!("no audio group in master.m3u8"));
+    assert!(variants
+        .iter()
+        .all(|v| v.audio.as_ref() == Some(&audio.group_id)));
+    let audio_text = fs::read(dir.join(audio.uri.as_deref().expect("audio URI"))).expect("audio");
+    let audio_media = m3u8_rs::parse_media_playlist_res(&audio_text).expect("audio playlist");
+    segment_counts.push(audio_media.segments.len());
+    let first = dir.join(&audio_media.segments[0].uri);
+    let probe = ffprobe(&first);
+    let streams = probe["streams"].as_array().expect("ffprobe streams");
+    assert!(streams.iter().any(|s| s["codec_name"] == "aac"), "{probe}");
+    decode_all(&first);
     assert!(
         segment_counts.windows(2).all(|w| w[0] == w[1]),
         "renditions differ in segment count: {segment_counts:?}"

@@ -194,6 +194,9 @@ pub(super) fn transcode_request(
     req.thumbnail_time = job.thumbnail_time;
     req.segment_seconds = job.segment_seconds.unwrap_or(args.segment_seconds);
     req.gop_seconds = job.gop_seconds.unwrap_or(args.gop_seconds);
+    req.audio_layout = args.audio;
+    req.measure_quality = args.measure_quality;
+    req.segments = args.segments;
     req.preset = job.preset.clone().unwrap_or_else(|| args.preset.clone());
     req.threads = if args.threads > 0 {
         args.threads

@@ -137,6 +137,16 @@ pub struct WorkerArgs {
     /// Keyframe interval, seconds (a job's `gop_seconds` overrides it).
     #[arg(long, default_value_t = media::DEFAULT_GOP_SECONDS)]
     pub gop_seconds: f64,
+    /// Audio as its own rendition (`separate`) or muxed into every video rendition (`muxed`).
+    #[arg(long, default_value = "separate")]
+    pub audio: media::AudioLayout,
+    /// Segment container: MPEG-TS (`ts`) or fragmented MP4 / CMAF (`fmp4`).
+    #[arg(long, default_value = "ts")]
+    pub segments: media::hls::SegmentFormat,
+    /// Measure each rendition's PSNR against the scaled source while encoding; reported in
+    /// `video.processed`.
+    #[arg(long)]
+    pub measure_quality: bool,
     #[arg(long, default_value_t = Limits::default().max_width)]
     pub max_width: u32,
     #[arg(long, default_value_t = Limits::default().max_height)]
