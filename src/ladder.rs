@@ -104,8 +104,9 @@ pub struct Ladder {
     pub skipped: Vec<Skipped>,
 }
 
-/// Rounds to the nearest even number, at least 2 (4:2:0 needs even sizes).
-pub(crate) fn even(x: f64) -> u32 {
+/// Rounds to the nearest even number, at least 2 (4:2:0 needs even sizes). Public for the
+/// bench, whose command lines must size frames as the ladder does.
+pub fn even(x: f64) -> u32 {
     let v = ((x / 2.0).round() * 2.0) as u32;
     v.max(2)
 }

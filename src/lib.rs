@@ -2,10 +2,9 @@
 //! libraries. One decode per source, one libx264 encoder per quality on its own thread,
 //! audio encoded once, segments cut on a shared IDR grid, output published atomically.
 //!
-//! The map of the crate:
+//! The map of the crate (the bench, `video-worker bench`, is its own crate in `crates/bench`,
+//! outside the product binary):
 //!
-//! - [`bench`]: `video-worker bench`: our pipeline against the CLI worker (seed-cli,
-//!   ffmpeg-single) and the libx264 floor, at equal quality; table, report.json, SVG chart.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
 //! - [`isolation`]: each job's media work in a child process of this binary (`job-exec`):
 //!   limits, progress lines, a stall/wall/cancel watchdog, signal deaths as typed errors.
@@ -41,7 +40,6 @@
 //!   video_id, kind, sequence and attempt; stage timings at its end), Prometheus metrics, and
 //!   `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`.
 
-pub mod bench;
 pub mod error;
 pub mod isolation;
 pub mod job;

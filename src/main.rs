@@ -1,5 +1,6 @@
 //! Thin binary: parse the command line, call the library, print the result.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,6 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use video_worker::bench::{BenchArgs, Parity};
 use video_worker::job::{parse_timestamp, resolve_path};
 use video_worker::ladder::Quality;
 use video_worker::media::{self, Limits, ProgressTick, TranscodeRequest};
@@ -43,11 +43,13 @@ enum Command {
     Submit(Box<SubmitArgs>),
     /// Show stream, consumer and dead-letter state.
     Streams(Box<StreamsArgs>),
-    /// Benchmark our pipeline against the CLI workers (seed-cli, one single ffmpeg command per
-    /// --ffmpeg, each at its faster threading) at equal quality: table on stdout, report.json and
-    /// chart.svg in --out. With --videos N --jobs K: a host's throughput (throughput.json); with
-    /// --cores 1,2: wall time under taskset (scaling.json). Exit status 3: quality parity failed.
-    Bench(Box<BenchArgs>),
+    /// Benchmark against the CLI workers: runs `video-worker-bench` (a development tool built
+    /// beside this binary, not part of it) with the arguments that follow; see its --help.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<OsString>,
+    },
     /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
     /// writes JSON lines (progress, result) on stdout.
     #[command(hide = true)]
@@ -425,15 +427,25 @@ fn streams(args: StreamsArgs) -> ExitCode {
     }
 }
 
-fn bench(args: &BenchArgs) -> ExitCode {
-    match video_worker::bench::run(args) {
-        Ok(Parity::Passed) => ExitCode::SUCCESS,
-        Ok(Parity::Failed) => ExitCode::from(3),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+/// `video-worker bench ARGS` = `video-worker-bench ARGS`, git-style: the bench is its own
+/// binary (crates/bench) so that it is not in the product binary or its image. Looked for
+/// beside this binary first (both land in target/release), then on PATH.
+fn bench(args: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    const BENCH: &str = "video-worker-bench";
+    let program = std::env::current_exe()
+        .map(|exe| exe.with_file_name(BENCH))
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(BENCH));
+    // exec only returns on failure.
+    let error = std::process::Command::new(&program).args(args).exec();
+    eprintln!(
+        "error: cannot run {} ({error}): the bench is a separate development binary; build it \
+         with `cargo build --release` (target/release/{BENCH})",
+        program.display()
+    );
+    ExitCode::from(1)
 }
 
 fn main() -> ExitCode {
@@ -456,7 +468,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Submit(args) => submit(*args),
         Command::Streams(args) => streams(*args),
-        Command::Bench(args) => bench(&args),
+        Command::Bench { args } => bench(args),
         Command::JobExec => video_worker::isolation::job_exec(),
     }
 }

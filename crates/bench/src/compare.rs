@@ -12,7 +12,7 @@ use super::metrics::{self, RenditionQuality};
 use super::pipelines::{self, Contender, Pipeline, Rung, Setup};
 use super::report::{self, FloorRun, Part, QualityRecord, Report, RunRecord};
 use super::{fresh_dir, remove_dir, rendition_bytes, BenchArgs, Common, Parity};
-use crate::media::{self, Limits};
+use video_worker::media::{self, Limits};
 
 /// A command to measure: what runs it (`taskset -c …` in the scaling mode) and the command.
 pub(super) struct Command {

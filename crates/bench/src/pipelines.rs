@@ -226,7 +226,7 @@ impl Synthetic {
 
     /// 16:9, rounded to an even width as our ladder rounds.
     pub fn width(&self) -> u32 {
-        crate::ladder::even(self.height as f64 * 16.0 / 9.0)
+        video_worker::ladder::even(self.height as f64 * 16.0 / 9.0)
     }
 
     pub fn file_name(&self) -> String {

@@ -1,5 +1,7 @@
-//! `video-worker bench`: our pipeline side by side with the CLI workers it replaces, each at its
-//! best, at equal quality, on real footage. Three modes:
+//! `video-worker bench` (the `video-worker-bench` binary, a development tool kept out of the
+//! product binary and its image): our pipeline side by side with the CLI workers it replaces,
+//! each at its best, at equal quality, on real footage. Our pipeline is the `video-worker`
+//! binary beside this one (`--worker`), run as `video-worker transcode`. Three modes:
 //!
 //! ```text
 //! source: --source, else the real footage in target/footage (scripts/fetch-footage.sh),
@@ -32,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::ladder::{Ladder, Quality};
-use crate::media::{self, Limits, SourceInfo};
+use video_worker::ladder::{Ladder, Quality};
+use video_worker::media::{self, Limits, SourceInfo};
 use child::{Measured, Progress};
 use pipelines::{Ffmpeg, Rung, Setup, Synthetic};
 
@@ -79,6 +81,10 @@ pub struct BenchArgs {
     /// Scaling mode: core counts to run at (under taskset), comma separated.
     #[arg(long, value_delimiter = ',')]
     pub cores: Vec<usize>,
+    /// The `video-worker` binary whose `transcode` is measured as in-process. Default: the
+    /// one beside this program (`cargo build --release` puts both in target/release).
+    #[arg(long)]
+    pub worker: Option<PathBuf>,
 }
 
 /// The parity verdict of a finished bench (the caller turns it into an exit status).
@@ -123,6 +129,7 @@ struct Common {
     info: SourceInfo,
     duration: f64,
     logs: PathBuf,
+    /// The `video-worker` binary (in-process contender: `video-worker transcode`).
     exe: PathBuf,
 }
 
@@ -278,7 +285,7 @@ fn machine(ffmpegs: &[Ffmpeg]) -> report::Machine {
         } else {
             "release"
         },
-        video_worker: crate::version_string(),
+        video_worker: video_worker::version_string(),
         ffmpeg_libs: media::ffi::runtime_version(),
         ffmpeg_cli: ffmpegs.to_vec(),
     }
@@ -309,7 +316,7 @@ fn ffmpeg_version(ffmpeg: &Path) -> Result<String> {
 }
 
 /// Where setup puts the bench's tools and footage: `target/` beside this binary when it runs
-/// from a build (target/release/video-worker), and `target/` in the working directory.
+/// from a build (target/release/video-worker-bench), and `target/` in the working directory.
 fn target_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(target) = std::env::current_exe()
@@ -435,6 +442,24 @@ fn resolve_source(args: &BenchArgs, ffmpeg: &Path, logs: &Path) -> Result<(PathB
     Ok((path, SourceKind::Synthetic(spec)))
 }
 
+/// The `video-worker` binary to measure: `--worker`, else `video-worker` beside this program.
+fn worker_binary(given: Option<&Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()
+            .context("finding this program's own path")?
+            .with_file_name("video-worker"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no video-worker binary at {} (build both with `cargo build --release`, or give \
+             --worker)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Runs the bench in the mode its arguments ask for, writes its JSON report (and chart) into
 /// `args.out`, prints the progress on stderr and the table on stdout.
 pub fn run(args: &BenchArgs) -> Result<Parity> {
@@ -479,7 +504,7 @@ pub fn run(args: &BenchArgs) -> Result<Parity> {
         info,
         duration,
         logs,
-        exe: std::env::current_exe().context("finding this program's own path")?,
+        exe: worker_binary(args.worker.as_deref())?,
     };
     if let Some(videos) = args.videos {
         throughput::run(args, &common, videos)?;

@@ -20,8 +20,8 @@ use super::metrics::{self, Spread};
 use super::pipelines::{self, Pipeline, Setup};
 use super::report::{self, Machine};
 use super::{fresh_dir, remove_dir, rendition_bytes, BenchArgs, Common};
-use crate::media::{self, Limits};
-use crate::queue::worker::Concurrency;
+use video_worker::media::{self, Limits};
+use video_worker::queue::worker::Concurrency;
 
 /// The clips' (offset, length) in seconds: `videos` clips spread evenly over the source,
 /// `seconds` long each (default: the source split in `videos` parts, 2 to 10 s each; clips
