@@ -50,6 +50,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<OsString>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout, e.g.
+    /// `video-worker completions bash > /etc/bash_completion.d/video-worker`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `video-worker man | man -l -`; with --dir,
+    /// write one page per command (video-worker.1, video-worker-run.1, …) there instead.
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
     /// writes JSON lines (progress, result) on stdout.
     #[command(hide = true)]
@@ -448,9 +459,36 @@ fn bench(args: Vec<OsString>) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The command line's definition, with the version `--version` prints (ours and FFmpeg's).
+fn command() -> clap::Command {
+    Cli::command().version(video_worker::version_string())
+}
+
+/// `video-worker completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = command();
+    clap_complete::generate(shell, &mut cmd, "video-worker", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `video-worker man [--dir DIR]`.
+fn man(dir: Option<PathBuf>) -> ExitCode {
+    let result = match &dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(command(), dir)),
+        None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing the man page: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let version = video_worker::version_string();
-    let matches = Cli::command().version(version).get_matches();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -469,6 +507,8 @@ fn main() -> ExitCode {
         Command::Submit(args) => submit(*args),
         Command::Streams(args) => streams(*args),
         Command::Bench { args } => bench(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir),
         Command::JobExec => video_worker::isolation::job_exec(),
     }
 }
