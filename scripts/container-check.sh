@@ -4,7 +4,9 @@
 #
 #   scripts/container-check.sh [--binary PATH] [--keep]
 #
-# 1. lints the Dockerfile with hadolint (.hadolint.yaml);
+# 1. lints the Dockerfile with hadolint (.hadolint.yaml) and validates docker-compose.yml
+#    (`docker compose config` when a client is installed, else the compose-spec JSON schema that
+#    check-jsonschema vendors);
 # 2. checks the binary links only the FFmpeg libraries it uses (no libavdevice, hence no SDL);
 # 3. builds the runtime stage's root filesystem with mmdebstrap from Debian's packages, exactly
 #    the list the Dockerfile installs (docker/runtime-packages.txt), with bookworm-slim's
@@ -25,6 +27,7 @@ source "$(dirname "$0")/lib.sh"
 
 PACKAGES_FILE="$VW_ROOT/docker/runtime-packages.txt"
 DOCKERFILE="$VW_ROOT/Dockerfile"
+COMPOSE_FILE="$VW_ROOT/docker-compose.yml"
 CHECK_DIR="$VW_ROOT/target/container-check"
 ROOTFS="$CHECK_DIR/rootfs"
 VENV="$VW_TOOLS_DIR/container-venv"
@@ -91,6 +94,15 @@ lint() {
     "$VENV/bin/hadolint" --version
     "$VENV/bin/hadolint" --config "$VW_ROOT/.hadolint.yaml" "$DOCKERFILE"
     echo "hadolint: no findings"
+    step "docker-compose.yml"
+    if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+        docker compose -f "$COMPOSE_FILE" config --quiet
+        echo "docker compose config: valid"
+    else
+        [ -x "$VENV/bin/check-jsonschema" ] || die "no check-jsonschema at $VENV (run scripts/setup.sh)"
+        # No compose client here: the compose-spec schema that check-jsonschema vendors.
+        "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$COMPOSE_FILE"
+    fi
 }
 
 check_binary() {
