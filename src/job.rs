@@ -24,10 +24,11 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// What a job asks for; each kind has its own subject and durable consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// `video.process`: the full HLS ladder.
+    #[default]
     Process,
     /// `video.thumbnail`: `thumbnail.jpg` only.
     Thumbnail,
@@ -44,6 +45,17 @@ impl JobKind {
             JobKind::Thumbnail => "thumbnail",
             JobKind::Metadata => "metadata",
         }
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<JobKind, String> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown job kind {s:?} (process, thumbnail, metadata)"))
     }
 }
 
@@ -382,7 +394,7 @@ impl Job {
             None => Quality::parse_list(crate::ladder::DEFAULT_QUALITIES)?,
         };
         let thumbnail_time = match &req.thumbnail_time {
-            None | Some(Value::Null) => 5.0,
+            None | Some(Value::Null) => crate::media::DEFAULT_THUMBNAIL_SECONDS,
             Some(Value::String(s)) => parse_timestamp(s)?,
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(v) if v.is_finite() && v >= 0.0 => v,

@@ -3,7 +3,11 @@
 //! audio encoded once, segments cut on a shared IDR grid, output published atomically.
 //!
 //! The map of the crate (the bench, `video-worker bench`, is its own crate in `crates/bench`,
-//! outside the product binary):
+//! outside the product binary). The library takes plain configuration values
+//! (`queue::worker::WorkerConfig`, `queue::NatsConfig`, `queue::Topology`,
+//! `queue::submit::SubmitOptions`, `media::TranscodeRequest`), each default in its `Default`
+//! or a named constant; the binary's `cli` module owns clap and the configuration file
+//! (flags > environment > file > defaults).
 //!
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
 //! - [`isolation`]: each job's media work in a child process of this binary (`job-exec`):

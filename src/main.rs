@@ -1,139 +1,29 @@
-//! Thin binary: parse the command line, call the library, print the result.
+//! Thin binary: parse the command line (`cli`: clap's definitions, and the layering of flags,
+//! environment and configuration file into the library's plain configuration), call the
+//! library, print the result.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use video_worker::job::{parse_timestamp, resolve_path};
+use video_worker::job::resolve_path;
 use video_worker::ladder::Quality;
 use video_worker::media::{self, Limits, ProgressTick, TranscodeRequest};
-use video_worker::queue::status::StreamsArgs;
-use video_worker::queue::submit::SubmitArgs;
-use video_worker::queue::worker::WorkerArgs;
+use video_worker::queue::worker::WorkerConfig;
 use video_worker::queue::QueueError;
-use video_worker::storage::{self, StorageArgs};
+use video_worker::storage;
 use video_worker::telemetry::logs::{self, LogFormat};
 use video_worker::JobError;
 
-#[derive(Parser)]
-#[command(name = "video-worker", about = "In-process HLS transcoding worker")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// Log lines on stderr: text, or one JSON object per line. Filter with RUST_LOG (or VW_LOG)
-    /// (e.g. `info,async_nats=warn`).
-    #[arg(long, global = true, value_enum, env = "VW_LOG_FORMAT", default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
+mod cli;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Transcode one source into an HLS ladder (master + media playlists, segments, thumbnail).
-    Transcode(Box<TranscodeArgs>),
-    /// Run the JetStream worker: pull jobs from video.process / video.thumbnail /
-    /// video.metadata, ack each when its output is complete.
-    Run(Box<WorkerArgs>),
-    /// Publish a job (deduplicated by video_id); with --wait, follow it to its outcome.
-    Submit(Box<SubmitArgs>),
-    /// Show stream, consumer and dead-letter state.
-    Streams(Box<StreamsArgs>),
-    /// Benchmark against the CLI workers: runs `video-worker-bench` (a development tool built
-    /// beside this binary, not part of it) with the arguments that follow; see its --help.
-    #[command(disable_help_flag = true)]
-    Bench {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
-        args: Vec<OsString>,
-    },
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout, e.g.
-    /// `video-worker completions bash > /etc/bash_completion.d/video-worker`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
-    /// Print the man page (roff) on stdout, e.g. `video-worker man | man -l -`; with --dir,
-    /// write one page per command (video-worker.1, video-worker-run.1, …) there instead.
-    Man {
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
-    /// writes JSON lines (progress, result) on stdout.
-    #[command(hide = true)]
-    JobExec,
-}
-
-#[derive(Args)]
-struct TranscodeArgs {
-    /// Source video: a local file, `s3://BUCKET/KEY` or `nats-object://BUCKET/NAME`.
-    source: PathBuf,
-    /// Output directory; it appears only when complete. An existing one is replaced only if
-    /// it is empty or an earlier `transcode` output (see --force). Or an object prefix
-    /// (`s3://BUCKET/PREFIX`, `nats-object://BUCKET/PREFIX`): master.m3u8 is stored last.
-    output_dir: PathBuf,
-    /// Replace OUTPUT_DIR even if it is not an earlier output of this command (a folder that
-    /// holds the source is refused all the same).
-    #[arg(long)]
-    force: bool,
-    /// Qualities to produce, comma separated (1080p, 720p, 480p, 360p, 240p, 144p).
-    #[arg(long, value_delimiter = ',', default_value = "1080p,720p,480p")]
-    quality: Vec<String>,
-    /// Thumbnail time: HH:MM:SS[.fff] or seconds; clamped to the video.
-    #[arg(long, default_value = "00:00:05")]
-    thumbnail_time: String,
-    /// Segment length in seconds (Apple's HLS authoring value: 6).
-    #[arg(long, default_value_t = media::DEFAULT_SEGMENT_SECONDS)]
-    segment_seconds: f64,
-    /// Keyframe interval in seconds (Apple's HLS authoring value: 2).
-    #[arg(long, default_value_t = media::DEFAULT_GOP_SECONDS)]
-    gop_seconds: f64,
-    /// libx264 preset.
-    #[arg(long, default_value = "medium")]
-    preset: String,
-    /// Audio as its own rendition, stored once (`separate`), or muxed into every video
-    /// rendition (`muxed`, for players that cannot take an audio group).
-    #[arg(long, default_value = "separate")]
-    audio: media::AudioLayout,
-    /// Segment container: MPEG-TS (`ts`) or fragmented MP4 / CMAF (`fmp4`: an init segment
-    /// per rendition and `.m4s` segments).
-    #[arg(long, default_value = "ts")]
-    segments: media::hls::SegmentFormat,
-    /// An interlaced source keeps its field rate (50i → 50p) in renditions whose shorter side
-    /// is at most this; larger ones get its frame rate (50i → 25p). 0: never.
-    #[arg(long, default_value_t = video_worker::ladder::DEFAULT_FIELD_RATE_UP_TO)]
-    field_rate_up_to: u32,
-    /// Measure each rendition's PSNR against the scaled source while encoding (libx264's
-    /// own statistics), reported in the result.
-    #[arg(long)]
-    measure_quality: bool,
-    /// Encoder threads shared by all renditions (default: one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Print one JSON object with the result (or the error) on stdout.
-    #[arg(long)]
-    json: bool,
-    /// Refuse sources wider than this.
-    #[arg(long, default_value_t = Limits::default().max_width)]
-    max_width: u32,
-    /// Refuse sources taller than this.
-    #[arg(long, default_value_t = Limits::default().max_height)]
-    max_height: u32,
-    /// Refuse sources longer than this many seconds.
-    #[arg(long, default_value_t = Limits::default().max_duration)]
-    max_duration: f64,
-    /// The slowest libx264 preset a job may use (ultrafast … placebo).
-    #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
-    max_preset: &'static str,
-    /// NATS server for `nats-object://` locations.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    #[command(flatten)]
-    storage: StorageArgs,
-}
+use cli::{layers, Cli, Command, StreamsArgs, SubmitArgs, TranscodeArgs, WorkerArgs};
 
 /// Where a command-line path points: an object, or a local path.
 fn location(path: &std::path::Path) -> Result<storage::Location, JobError> {
@@ -174,7 +64,7 @@ fn transcode_objects(
             }
             false => None,
         };
-        let stores = std::sync::Arc::new(storage::Stores::new(args.storage.clone(), nats));
+        let stores = std::sync::Arc::new(storage::Stores::new(args.storage.config(), nats));
         let cancel = std::sync::Arc::new(AtomicBool::new(false));
         storage::run::transcode(stores, &source, &output, req, cancel, progress).await
     })
@@ -194,7 +84,7 @@ fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
         .unwrap_or_else(|| args.output_dir.clone());
     let mut req = TranscodeRequest::new(source, output)?;
     req.qualities = Quality::parse_list(&args.quality)?;
-    req.thumbnail_time = parse_timestamp(&args.thumbnail_time)?;
+    req.thumbnail_time = args.thumbnail_time;
     req.segment_seconds = args.segment_seconds;
     req.gop_seconds = args.gop_seconds;
     req.preset = args.preset.clone();
@@ -342,16 +232,37 @@ fn queue_error(e: QueueError) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn run(args: WorkerArgs) -> ExitCode {
-    let result = runtime()
-        .and_then(|rt| rt.block_on(video_worker::queue::worker::run(args, shutdown_signal())));
+/// Flags and environment over the configuration file over the defaults (see `cli::layers`).
+fn worker_config(
+    args: &WorkerArgs,
+    matches: &ArgMatches,
+    file: Option<&Path>,
+) -> Result<WorkerConfig, QueueError> {
+    layers::worker(args, matches, layers::read_file(file)?)
+}
+
+fn run(args: &WorkerArgs, matches: &ArgMatches, file: Option<&Path>) -> ExitCode {
+    let result = worker_config(args, matches, file).and_then(|config| {
+        runtime()?.block_on(video_worker::queue::worker::run(config, shutdown_signal()))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => queue_error(e),
     }
 }
 
-fn submit(args: SubmitArgs) -> ExitCode {
+/// `video-worker config`: what `run` would run with, as TOML, secrets redacted.
+fn config(args: &WorkerArgs, matches: &ArgMatches, file: Option<&Path>) -> ExitCode {
+    match worker_config(args, matches, file).and_then(|c| layers::to_toml(&c)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => queue_error(e),
+    }
+}
+
+fn submit(args: &SubmitArgs, matches: &ArgMatches, file: Option<&Path>) -> ExitCode {
     let show = std::io::stderr().is_terminal() && !args.json;
     let on_progress = move |p: &video_worker::job::ProgressEvent| {
         if show {
@@ -368,8 +279,12 @@ fn submit(args: SubmitArgs) -> ExitCode {
             );
         }
     };
-    let result = runtime()
-        .and_then(|rt| rt.block_on(video_worker::queue::submit::submit(&args, &on_progress)));
+    let result = layers::read_file(file)
+        .and_then(|file| layers::connection(&args.nats, &args.topology, matches, file))
+        .and_then(|c| {
+            let options = args.options(c.nats, c.topology);
+            runtime()?.block_on(video_worker::queue::submit::submit(&options, &on_progress))
+        });
     if show {
         eprintln!();
     }
@@ -423,8 +338,12 @@ fn submit(args: SubmitArgs) -> ExitCode {
     }
 }
 
-fn streams(args: StreamsArgs) -> ExitCode {
-    let result = runtime().and_then(|rt| rt.block_on(video_worker::queue::status::streams(&args)));
+fn streams(args: &StreamsArgs, matches: &ArgMatches, file: Option<&Path>) -> ExitCode {
+    let result = layers::read_file(file)
+        .and_then(|file| layers::connection(&args.nats, &args.topology, matches, file))
+        .and_then(|c| {
+            runtime()?.block_on(video_worker::queue::status::streams(&c.nats, &c.topology))
+        });
     match result {
         Ok(status) => {
             if args.json {
@@ -474,8 +393,9 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 /// `video-worker man [--dir DIR]`.
 fn man(dir: Option<PathBuf>) -> ExitCode {
     let result = match &dir {
-        Some(dir) => std::fs::create_dir_all(dir)
-            .and_then(|()| clap_mangen::generate_to(command(), dir)),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(command(), dir))
+        }
         None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
     };
     match result {
@@ -501,11 +421,15 @@ fn main() -> ExitCode {
         _ => ("warn", cli.log_format),
     };
     logs::init(format, default_level);
+    // The subcommand's own matches: where `layers` asks which values the user gave.
+    let sub = matches.subcommand().map_or(&matches, |(_, m)| m);
+    let file = cli.config.as_deref();
     match cli.command {
         Command::Transcode(args) => transcode(*args),
-        Command::Run(args) => run(*args),
-        Command::Submit(args) => submit(*args),
-        Command::Streams(args) => streams(*args),
+        Command::Run(args) => run(&args, sub, file),
+        Command::Submit(args) => submit(&args, sub, file),
+        Command::Streams(args) => streams(&args, sub, file),
+        Command::Config(args) => config(&args, sub, file),
         Command::Bench { args } => bench(args),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir),

@@ -30,7 +30,7 @@ use crate::media::{Limits, Outcome, ProgressTick, TranscodeRequest};
 
 /// The job process's `main` (`video-worker job-exec`).
 pub use child::main as job_exec;
-pub use parent::{run, ChildCommand, ChildEvent, ChildLimits, ChildLimitsArgs};
+pub use parent::{run, ChildCommand, ChildEvent, ChildLimits};
 
 /// The media work of one job, as it crosses the pipe to the child.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -75,37 +75,6 @@ impl Default for ChildLimits {
     }
 }
 
-/// The limits as `video-worker run` options (to flatten into the worker's arguments).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ChildLimitsArgs {
-    /// Memory a job process may map beyond the loaded binary, MiB (RLIMIT_AS; virtual size:
-    /// a 1080p three-rung ladder peaks near 2 GiB with 8 to 32 encoder threads). 0: no limit.
-    #[arg(long, env = "VW_JOB_MEMORY_MIB", default_value_t = 4096)]
-    pub job_memory_mib: u64,
-    /// CPU seconds a job process may use, all threads together (RLIMIT_CPU). 0: no limit.
-    #[arg(long, env = "VW_JOB_CPU_SECONDS", default_value_t = 0)]
-    pub job_cpu_seconds: u64,
-    /// Wall-clock seconds a job may run. 0: no limit.
-    #[arg(long, env = "VW_JOB_WALL_SECONDS", default_value_t = 0)]
-    pub job_wall_seconds: u64,
-    /// Seconds without progress after which a job process is killed (`stalled`). Thumbnail
-    /// and metadata jobs report no progress: for them it bounds the whole job.
-    #[arg(long, env = "VW_JOB_STALL_SECONDS", default_value_t = 120)]
-    pub job_stall_seconds: u64,
-}
-
-impl ChildLimitsArgs {
-    pub fn limits(&self) -> ChildLimits {
-        ChildLimits {
-            memory_bytes: self.job_memory_mib.saturating_mul(1 << 20),
-            cpu_seconds: self.job_cpu_seconds,
-            wall_seconds: self.job_wall_seconds,
-            stall_seconds: self.job_stall_seconds,
-            ..ChildLimits::default()
-        }
-    }
-}
-
 /// What the caller hears while the job runs.
 #[derive(Debug, Clone)]
 pub enum ChildEvent {
@@ -688,13 +657,6 @@ impl Ending<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        limits: ChildLimitsArgs,
-    }
 
     #[test]
     fn oom_kills_are_counted_in_the_memory_cgroup_of_v1_or_v2() {
@@ -720,19 +682,5 @@ mod tests {
             Some(1)
         );
         assert_eq!(oom_kill_count("oom 2\n"), None);
-    }
-
-    #[test]
-    fn the_worker_options_default_to_the_documented_limits() {
-        let limits = Cli::parse_from(["video-worker"]).limits.limits();
-        let default = ChildLimits::default();
-        assert_eq!(limits.memory_bytes, 4 << 30);
-        assert_eq!(limits.memory_bytes, default.memory_bytes);
-        assert_eq!(limits.stall_seconds, default.stall_seconds);
-        assert_eq!((limits.cpu_seconds, limits.wall_seconds), (0, 0));
-        let limits = Cli::parse_from(["video-worker", "--job-memory-mib", "0"])
-            .limits
-            .limits();
-        assert_eq!(limits.memory_bytes, 0);
     }
 }

@@ -42,6 +42,10 @@ pub use probe::{probe, Limits, SourceInfo};
 /// Apple's HLS authoring spec: 6 s segments, keyframes every 2 s.
 pub const DEFAULT_SEGMENT_SECONDS: f64 = 6.0;
 pub const DEFAULT_GOP_SECONDS: f64 = 2.0;
+/// The platform's original worker's thumbnail time (00:00:05), clamped to the video.
+pub const DEFAULT_THUMBNAIL_SECONDS: f64 = 5.0;
+/// libx264 preset: `medium`, x264's own default and the platform's original worker's.
+pub const DEFAULT_PRESET: &str = "medium";
 /// The platform's original worker used AAC at 128 kb/s.
 pub const DEFAULT_AUDIO_BITRATE: u64 = 128_000;
 /// RFC 6381 name of the AAC-LC audio every output carries.
@@ -86,6 +90,15 @@ impl std::str::FromStr for AudioLayout {
             "muxed" => Ok(AudioLayout::Muxed),
             _ => Err(format!("unknown audio layout {s:?} (separate, muxed)")),
         }
+    }
+}
+
+impl std::fmt::Display for AudioLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AudioLayout::Separate => "separate",
+            AudioLayout::Muxed => "muxed",
+        })
     }
 }
 
@@ -137,10 +150,10 @@ impl TranscodeRequest {
             source: source.into(),
             output_dir: output_dir.into(),
             qualities: Quality::parse_list(crate::ladder::DEFAULT_QUALITIES)?,
-            thumbnail_time: 5.0,
+            thumbnail_time: DEFAULT_THUMBNAIL_SECONDS,
             segment_seconds: DEFAULT_SEGMENT_SECONDS,
             gop_seconds: DEFAULT_GOP_SECONDS,
-            preset: "medium".into(),
+            preset: DEFAULT_PRESET.into(),
             threads: 0,
             audio_bitrate: DEFAULT_AUDIO_BITRATE,
             limits: Limits::default(),

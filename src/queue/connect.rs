@@ -1,5 +1,6 @@
-//! Connecting to NATS: every authentication and TLS option the platform guide uses, each
-//! also settable by environment variable; the first connect retried with backoff (the
+//! Connecting to NATS: every authentication and TLS option the platform guide uses (the
+//! binary maps flags, environment variables and the configuration file onto [`NatsConfig`]);
+//! the first connect retried with backoff (the
 //! client retries reconnects itself, without limit); client events logged and counted.
 
 use std::path::PathBuf;
@@ -8,64 +9,98 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
+use serde::{Deserialize, Serialize};
 
 use crate::queue::redact::{self, UrlCredentials};
 use crate::queue::QueueError;
 
-/// How to reach the NATS server(s).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConnectArgs {
-    /// Server URL(s), comma separated for a cluster (nats://, tls://). Credentials may be
-    /// written in the URL (`nats://user:password@host`, `nats://token@host`); they are used
-    /// for the connection and never printed.
-    #[arg(
-        long = "nats-url",
-        env = "NATS_URL",
-        value_delimiter = ',',
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
+/// A local nats-server, as the quick start runs it.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// How to reach the NATS server(s): the `[nats]` table of the configuration file, also every
+/// `--nats-*` flag and `NATS_*` variable. Secrets (passwords, tokens, seeds, URL userinfo)
+/// never reach logs or errors, and [`NatsConfig::redacted`] removes them for display.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), several for a cluster (nats://, tls://); may carry credentials
+    /// (`nats://user:password@host`, `nats://token@host`).
     pub urls: Vec<String>,
-    /// User name (server `authorization { user, password }`).
-    #[arg(long = "nats-user", env = "NATS_USER", requires = "password")]
+    /// User name (server `authorization { user, password }`); needs `password`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Password for --nats-user.
-    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Authentication token.
-    #[arg(long = "nats-token", env = "NATS_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// NKey seed (`SU…`).
-    #[arg(
-        long = "nats-nkey-seed",
-        env = "NATS_NKEY_SEED",
-        hide_env_values = true
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub nkey_seed: Option<String>,
     /// Credentials file (JWT + NKey seed, `.creds`).
-    #[arg(long = "nats-creds", env = "NATS_CREDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub creds: Option<PathBuf>,
     /// CA bundle (PEM) to verify the server with; replaces the system roots.
-    #[arg(long = "nats-ca", env = "NATS_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS; needs --nats-key.
-    #[arg(long = "nats-cert", env = "NATS_CERT", requires = "key")]
+    /// Client certificate (PEM) for mutual TLS, with `key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM) for --nats-cert.
-    #[arg(long = "nats-key", env = "NATS_KEY", requires = "cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     /// Refuse to talk to a server without TLS.
-    #[arg(long = "nats-require-tls", env = "NATS_REQUIRE_TLS")]
     pub require_tls: bool,
     /// Connection name shown by the server (`nats server report connections`).
-    #[arg(long = "nats-name", env = "NATS_NAME", default_value = "video-worker")]
     pub name: String,
     /// Attempts for the first connect (reconnects after that are unlimited).
-    #[arg(long = "nats-connect-attempts", default_value_t = 10)]
     pub connect_attempts: u32,
     /// Timeout of one connection attempt, seconds.
-    #[arg(long = "nats-connect-timeout", default_value_t = 5.0)]
     pub connect_timeout: f64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            urls: vec![DEFAULT_NATS_URL.to_string()],
+            user: None,
+            password: None,
+            token: None,
+            nkey_seed: None,
+            creds: None,
+            ca: None,
+            cert: None,
+            key: None,
+            require_tls: false,
+            name: "video-worker".into(),
+            connect_attempts: 10,
+            connect_timeout: 5.0,
+        }
+    }
+}
+
+/// What `redacted` puts in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+// By hand: a derived Debug would print the secrets.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("NatsConfig")
+            .field("urls", &r.urls)
+            .field("user", &r.user)
+            .field("password", &r.password)
+            .field("token", &r.token)
+            .field("nkey_seed", &r.nkey_seed)
+            .field("creds", &r.creds)
+            .field("ca", &r.ca)
+            .field("cert", &r.cert)
+            .field("key", &r.key)
+            .field("require_tls", &r.require_tls)
+            .field("name", &r.name)
+            .field("connect_attempts", &r.connect_attempts)
+            .field("connect_timeout", &r.connect_timeout)
+            .finish()
+    }
 }
 
 /// Counters of client events, for logs and `streams`-style reports.
@@ -78,23 +113,44 @@ pub struct ClientEvents {
     pub errors: AtomicU64,
 }
 
-impl ConnectArgs {
-    /// A configuration for tests and tools: one URL, no authentication.
-    pub fn url(url: impl Into<String>) -> ConnectArgs {
-        ConnectArgs {
+impl NatsConfig {
+    /// A configuration for tests and tools: one URL, no authentication, one connect attempt.
+    pub fn url(url: impl Into<String>) -> NatsConfig {
+        NatsConfig {
             urls: vec![url.into()],
-            user: None,
-            password: None,
-            token: None,
-            nkey_seed: None,
-            creds: None,
-            ca: None,
-            cert: None,
-            key: None,
-            require_tls: false,
-            name: "video-worker".into(),
             connect_attempts: 1,
-            connect_timeout: 5.0,
+            ..NatsConfig::default()
+        }
+    }
+
+    /// Refuses halves of a pair: a user without a password, a certificate without its key.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if self.user.is_some() && self.password.is_none() {
+            return Err(QueueError::Config(
+                "a NATS user needs a password (--nats-user, --nats-password)".into(),
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(QueueError::Config(
+                "NATS client certificate and key go together (--nats-cert, --nats-key)".into(),
+            ));
+        }
+        if self.urls.is_empty() {
+            return Err(QueueError::Config("no NATS server URL".into()));
+        }
+        Ok(())
+    }
+
+    /// The same configuration with every secret replaced by [`REDACTED`]: passwords, tokens,
+    /// NKey seeds and the userinfo of URLs (file paths stay: they are not the secret).
+    pub fn redacted(&self) -> NatsConfig {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| REDACTED.to_string());
+        NatsConfig {
+            urls: self.urls.iter().map(|u| redact::url(u)).collect(),
+            password: hide(&self.password),
+            token: hide(&self.token),
+            nkey_seed: hide(&self.nkey_seed),
+            ..self.clone()
         }
     }
 

@@ -1,6 +1,6 @@
 //! Everything that touches NATS (no FFmpeg here): the JetStream half of the worker.
 //!
-//! - [`connect`]: connection options (auth, TLS, env vars), first connect with backoff, events;
+//! - [`connect`]: connection options (auth, TLS), first connect with backoff, events;
 //! - [`setup`]: the stream/consumer topology, created when missing, drift reported field by field;
 //! - [`worker`]: `video-worker run`: one pull per free job slot, in-progress acks, outcome → ack;
 //! - [`events`]: `video.processed` / `video.failed` (stored, PubAck awaited) and progress events;
@@ -20,7 +20,7 @@ pub mod status;
 pub mod submit;
 pub mod worker;
 
-pub use connect::ConnectArgs;
+pub use connect::NatsConfig;
 pub use setup::{Drift, Topology};
 
 /// Failures of the queue side itself (not of a job): they end a command.

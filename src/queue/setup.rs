@@ -13,76 +13,52 @@ use async_nats::jetstream::context::{
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, ErrorCode};
 
+use serde::{Deserialize, Serialize};
+
 use crate::job::JobKind;
 use crate::queue::QueueError;
 
 const DAY: u64 = 24 * 3600;
 
-/// Copies of each message the job and dead-letter streams keep: one on a single server; a
-/// cluster sets `--replicas 3` (JetStream allows at most 5).
-pub const DEFAULT_REPLICAS: usize = 1;
-
-/// Names and values of the topology; defaults are the platform guide's.
-#[derive(Debug, Clone, clap::Args)]
+/// Names and values of the topology (the `[topology]` table of the configuration file);
+/// defaults are the platform guide's, in `Default`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Topology {
     /// Job stream.
-    #[arg(long = "stream", env = "VW_STREAM", default_value = "VIDEO_PROCESSING")]
     pub stream: String,
     /// Dead-letter stream.
-    #[arg(
-        long = "dlq-stream",
-        env = "VW_DLQ_STREAM",
-        default_value = "VIDEO_PROCESSING_DLQ"
-    )]
     pub dlq_stream: String,
     /// Subject prefix: jobs are `<prefix>.process` …, events `<prefix>.processed` ….
-    #[arg(
-        long = "subject-prefix",
-        env = "VW_SUBJECT_PREFIX",
-        default_value = "video"
-    )]
     pub prefix: String,
     /// Durable consumer of `<prefix>.process`.
-    #[arg(long = "consumer", env = "VW_CONSUMER", default_value = "VIDEO_WORKER")]
     pub consumer: String,
     /// Durable consumer of `<prefix>.thumbnail`.
-    #[arg(long = "thumbnail-consumer", default_value = "VIDEO_THUMBNAILER")]
     pub thumbnail_consumer: String,
     /// Durable consumer of `<prefix>.metadata`.
-    #[arg(long = "metadata-consumer", default_value = "VIDEO_METADATA")]
     pub metadata_consumer: String,
     /// Consumer ack wait, seconds (a running job sends in-progress acks every third of it).
-    #[arg(long = "ack-wait", env = "VW_ACK_WAIT", default_value_t = 30.0)]
     pub ack_wait: f64,
     /// Deliveries of one job before it goes to the dead-letter stream.
-    #[arg(long = "max-deliver", env = "VW_MAX_DELIVER", default_value_t = 3)]
     pub max_deliver: i64,
-    /// Consumer redelivery backoff, seconds, comma separated (none by default; when set, the
-    /// server uses its first value as the ack wait).
-    #[arg(long = "backoff", value_delimiter = ',')]
+    /// Consumer redelivery backoff, seconds (none by default; when set, the server uses its
+    /// first value as the ack wait).
     pub backoff: Vec<f64>,
     /// Maximum age of stored jobs and events, days.
-    #[arg(long = "max-age-days", default_value_t = 7)]
     pub max_age_days: u64,
     /// Maximum age of dead letters, days.
-    #[arg(long = "dlq-max-age-days", default_value_t = 30)]
     pub dlq_max_age_days: u64,
     /// Largest message the stream accepts, bytes.
-    #[arg(long = "max-msg-size", default_value_t = 10 * 1024 * 1024)]
     pub max_msg_size: i32,
     /// Duplicate window, seconds (a re-submitted video_id within it is stored once).
-    #[arg(long = "duplicate-window", default_value_t = 120)]
     pub duplicate_window: u64,
-    /// Replicas of the job and dead-letter streams (3 on a three-node cluster); the consumers
-    /// inherit the stream's.
-    #[arg(
-        long = "replicas",
-        env = "VW_REPLICAS",
-        default_value_t = DEFAULT_REPLICAS,
-        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5)
-    )]
+    /// Replicas of the job and dead-letter streams (1 to 5; 3 on a three-node cluster); the
+    /// consumers inherit the stream's.
     pub replicas: usize,
 }
+
+/// JetStream's limit on a stream's replicas.
+pub const MAX_REPLICAS: usize = 5;
 
 impl Default for Topology {
     fn default() -> Self {
@@ -100,12 +76,24 @@ impl Default for Topology {
             dlq_max_age_days: 30,
             max_msg_size: 10 * 1024 * 1024,
             duplicate_window: 120,
-            replicas: DEFAULT_REPLICAS,
+            // One copy on a single server; a cluster sets 3.
+            replicas: 1,
         }
     }
 }
 
 impl Topology {
+    /// Refuses values JetStream would refuse later, less clearly.
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(QueueError::Config(format!(
+                "replicas {} is outside 1..={MAX_REPLICAS}",
+                self.replicas
+            )));
+        }
+        Ok(())
+    }
+
     pub fn subject(&self, name: &str) -> String {
         format!("{}.{name}", self.prefix)
     }
@@ -438,29 +426,20 @@ mod tests {
             );
             assert_eq!(stream_drift(&have, &have), []);
         }
-        assert_eq!(single.stream_config().num_replicas, DEFAULT_REPLICAS);
+        assert_eq!(single.stream_config().num_replicas, 1);
     }
 
     #[test]
-    fn the_replicas_option_is_parsed_bounded_and_left_to_the_consumers_to_inherit() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            topology: Topology,
-        }
-        use clap::Parser;
-        let parsed = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("vw").chain(args.iter().copied()))
-                .map(|c| c.topology.replicas)
-        };
-        assert_eq!(parsed(&[]).unwrap(), DEFAULT_REPLICAS);
-        assert_eq!(parsed(&["--replicas", "3"]).unwrap(), 3);
-        assert!(parsed(&["--replicas", "0"]).is_err());
-        assert!(parsed(&["--replicas", "6"]).is_err());
-        let cluster = Topology {
-            replicas: 3,
+    fn replicas_are_bounded_and_left_to_the_consumers_to_inherit() {
+        let with = |replicas| Topology {
+            replicas,
             ..Topology::default()
         };
+        assert!(Topology::default().validate().is_ok());
+        assert!(with(5).validate().is_ok());
+        assert!(with(0).validate().is_err());
+        assert!(with(6).validate().is_err());
+        let cluster = with(3);
         assert_eq!(cluster.stream_config().num_replicas, 3);
         assert_eq!(cluster.dlq_config().num_replicas, 3);
         assert_eq!(cluster.consumer_config(JobKind::Process).num_replicas, 0);

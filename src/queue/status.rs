@@ -4,22 +4,10 @@
 use serde::Serialize;
 
 use crate::job::JobKind;
-use crate::queue::connect::ConnectArgs;
+use crate::queue::connect::NatsConfig;
 use crate::queue::events::Publisher;
 use crate::queue::setup::Topology;
 use crate::queue::QueueError;
-
-/// `video-worker streams` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StreamsArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    #[command(flatten)]
-    pub topology: Topology,
-    /// One JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
 
 #[derive(Debug, Serialize)]
 pub struct StreamState {
@@ -141,10 +129,10 @@ pub async fn status(p: &Publisher, topology: &Topology) -> Result<Status, QueueE
 }
 
 /// Connects and reads the status (the `streams` command).
-pub async fn streams(args: &StreamsArgs) -> Result<Status, QueueError> {
-    let (client, _events) = args.connect.connect().await?;
+pub async fn streams(nats: &NatsConfig, topology: &Topology) -> Result<Status, QueueError> {
+    let (client, _events) = nats.connect().await?;
     let p = Publisher::new(client);
-    status(&p, &args.topology).await
+    status(&p, topology).await
 }
 
 impl std::fmt::Display for Status {

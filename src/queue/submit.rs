@@ -15,71 +15,53 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::job::{self, FailedEvent, JobKind, JobRequest, ProcessedEvent, ProgressEvent};
-use crate::queue::connect::ConnectArgs;
+use crate::queue::connect::NatsConfig;
 use crate::queue::events::{self, Publisher};
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
-use crate::storage::{ObjectUrl, StorageArgs, Stores};
+use crate::storage::{ObjectUrl, StorageConfig, Stores};
 
-/// `video-worker submit` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SubmitArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    #[command(flatten)]
+/// What to submit and how (`video-worker submit`). Fields left `None` keep the job file's
+/// value (or stay out of the job: the worker's default applies).
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    pub nats: NatsConfig,
     pub topology: Topology,
-    /// Job JSON from this file (`-`: standard input). Flags below override its fields.
-    #[arg(long)]
+    /// Job JSON from this file (`-`: standard input); the fields below override its fields.
     pub file: Option<PathBuf>,
-    /// Job kind: the subject it goes to (`video.process`, `video.thumbnail`, `video.metadata`).
-    #[arg(long, value_enum, default_value = "process")]
+    /// The subject the job goes to (`video.process`, `video.thumbnail`, `video.metadata`).
     pub kind: JobKind,
-    #[arg(long)]
     pub video_id: Option<String>,
     /// Source file path, as the worker sees it.
-    #[arg(long)]
     pub source: Option<String>,
     /// Output directory, as the worker sees it.
-    #[arg(long)]
     pub output: Option<String>,
-    /// Qualities, comma separated.
-    #[arg(long, value_delimiter = ',')]
+    /// Qualities; empty: the job's (or the worker's default ladder).
     pub quality: Vec<String>,
-    #[arg(long)]
     pub thumbnail_time: Option<String>,
-    #[arg(long)]
     pub user_id: Option<String>,
-    #[arg(long)]
     pub callback_url: Option<String>,
-    #[arg(long)]
     pub segment_seconds: Option<f64>,
-    #[arg(long)]
     pub gop_seconds: Option<f64>,
-    #[arg(long)]
     pub preset: Option<String>,
     /// `Nats-Msg-Id` of the job (default `<kind>:<video_id>`): a second submit with the same
     /// id within the duplicate window is not stored again.
-    #[arg(long)]
     pub msg_id: Option<String>,
-    /// Wait for the job's outcome; exit 0 only on success.
-    #[arg(long)]
+    /// Follow the job to its outcome.
     pub wait: bool,
     /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 3600.0)]
     pub timeout: f64,
     /// Do not create the stream when it is missing.
-    #[arg(long)]
     pub no_setup: bool,
-    /// Print one JSON object (the PubAck, and with --wait the event) on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Upload the local --source file to this object URL first (`s3://BUCKET/KEY`,
+    /// Upload the local `source` file to this object URL first (`s3://BUCKET/KEY`,
     /// `nats-object://BUCKET/NAME`), and submit the job with the URL as its source.
-    #[arg(long)]
     pub upload: Option<String>,
-    #[command(flatten)]
-    pub storage: StorageArgs,
+    /// Where `upload` goes.
+    pub storage: StorageConfig,
 }
+
+/// How long `submit --wait` follows a job by default.
+pub const DEFAULT_WAIT_TIMEOUT_SECONDS: f64 = 3600.0;
 
 /// How a submit ended.
 #[derive(Debug, Serialize)]
@@ -111,9 +93,9 @@ struct Upload {
     url: ObjectUrl,
 }
 
-/// Builds the payload: file or stdin first, flags on top; with `--upload`, the job's source
-/// is the URL and the local source is returned to be uploaded first.
-fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>, Option<Upload>), QueueError> {
+/// Builds the payload: file or stdin first, flags on top; with `upload`, the job's source is
+/// the URL and the local source is returned to be uploaded first.
+fn payload(args: &SubmitOptions) -> Result<(String, Vec<u8>, Option<Upload>), QueueError> {
     let mut req: JobRequest = match &args.file {
         Some(path) => {
             let mut text = Vec::new();
@@ -181,7 +163,7 @@ fn payload(args: &SubmitArgs) -> Result<(String, Vec<u8>, Option<Upload>), Queue
 }
 
 /// `--msg-id`, or `<kind>:<video_id>`. The worker's reserved namespace is refused.
-fn msg_id(args: &SubmitArgs, video_id: &str) -> Result<String, QueueError> {
+fn msg_id(args: &SubmitOptions, video_id: &str) -> Result<String, QueueError> {
     let id = match &args.msg_id {
         Some(id) => id.trim().to_string(),
         None => format!("{}:{video_id}", args.kind),
@@ -231,11 +213,11 @@ async fn check_duplicate(
 
 /// Publishes the job and, with `--wait`, follows it. `on_progress` sees each progress event.
 pub async fn submit(
-    args: &SubmitArgs,
+    args: &SubmitOptions,
     on_progress: &(dyn Fn(&ProgressEvent) + Sync),
 ) -> Result<SubmitReport, QueueError> {
     let (video_id, bytes, upload) = payload(args)?;
-    let (client, _events) = args.connect.connect().await?;
+    let (client, _events) = args.nats.connect().await?;
     if let Some(up) = &upload {
         let nats = match &args.storage.object_nats_url {
             Some(url) => crate::storage::connect_nats(url)

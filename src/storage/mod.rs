@@ -12,7 +12,7 @@
 //! ```
 //!
 //! - this module: [`ObjectUrl`] (a parsed, validated object location and its confinement),
-//!   [`StorageArgs`] (flags and the AWS_* environment), [`Stores`] (the operations, with every
+//!   [`StorageConfig`] (flags and the AWS_* environment), [`Stores`] (the operations, with every
 //!   store error classified into a `JobError` kind that decides retry or not).
 //! - `s3`: the S3 side through the `object_store` crate.
 //! - `nats_object`: the JetStream object store through async-nats.
@@ -28,6 +28,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{JobError, Result};
 
@@ -178,7 +179,8 @@ pub enum Location {
 }
 
 /// A secret flag value: never printed by `Debug` (the worker's arguments may be logged).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(pub String);
 
 impl std::fmt::Debug for Secret {
@@ -194,48 +196,82 @@ impl std::str::FromStr for Secret {
     }
 }
 
-/// Object storage options (`run`, `transcode`, `submit --upload`). S3 settings come from the
-/// environment AWS tools use; each flag overrides its variable. Secret values are hidden in
-/// `--help` and in `Debug`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct StorageArgs {
+/// Object storage options (`run`, `transcode`, `submit --upload`; the `[storage]` table of the
+/// configuration file). The binary fills them from flags and the environment AWS tools use;
+/// secret values never show in `Debug` and [`StorageConfig::redacted`] hides them for display.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
     /// Local directory for object sources and outputs while a job runs (one folder per job,
     /// removed after it).
-    #[arg(long, env = "VW_SCRATCH", default_value_os_t = std::env::temp_dir())]
     pub scratch: PathBuf,
     /// Largest object source accepted, bytes (its download is refused beyond).
-    #[arg(long, env = "VW_MAX_SOURCE_BYTES", default_value_t = 20u64 << 30)]
     pub max_source_bytes: u64,
     /// Concurrent uploads of one job's output files.
-    #[arg(long, default_value_t = 4)]
     pub upload_concurrency: usize,
     /// Create a missing JetStream object store bucket for an output (never for a source).
-    #[arg(long)]
     pub create_buckets: bool,
     /// NATS server of the object store (default: the worker's own connection; `transcode`
-    /// and `submit` use their --nats-url).
-    #[arg(long, env = "VW_OBJECT_NATS_URL")]
+    /// and `submit` use their NATS URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub object_nats_url: Option<String>,
     /// S3 endpoint (MinIO, Ceph, R2…); path-style requests are used whenever it is set.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_endpoint: Option<String>,
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub s3_region: String,
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_access_key_id: Option<Secret>,
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_secret_access_key: Option<Secret>,
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub s3_session_token: Option<Secret>,
     /// Allow plain-HTTP S3 endpoints (a local store).
-    #[arg(long, env = "AWS_ALLOW_HTTP")]
     pub s3_allow_http: bool,
     /// Tries of one S3 request on a 5xx, a timeout or throttling (with exponential backoff).
-    #[arg(long, default_value_t = 5)]
     pub s3_retries: usize,
     /// Timeout of one S3 request, seconds.
-    #[arg(long, default_value_t = 60.0)]
     pub s3_timeout: f64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            scratch: std::env::temp_dir(),
+            max_source_bytes: 20 << 30,
+            upload_concurrency: 4,
+            create_buckets: false,
+            object_nats_url: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            s3_allow_http: false,
+            s3_retries: 5,
+            s3_timeout: 60.0,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The same options with the S3 credentials replaced by `<redacted>` and the object store
+    /// URL's userinfo hidden (for `video-worker config`).
+    pub fn redacted(&self) -> StorageConfig {
+        let hide = |s: &Option<Secret>| {
+            s.as_ref()
+                .map(|_| Secret(crate::queue::connect::REDACTED.to_string()))
+        };
+        StorageConfig {
+            object_nats_url: self
+                .object_nats_url
+                .as_deref()
+                .map(crate::queue::redact::url),
+            s3_access_key_id: hide(&self.s3_access_key_id),
+            s3_secret_access_key: hide(&self.s3_secret_access_key),
+            s3_session_token: hide(&self.s3_session_token),
+            ..self.clone()
+        }
+    }
 }
 
 /// What a failed store operation was about: it decides the error kind.
@@ -326,7 +362,7 @@ pub fn content_type(name: &str) -> &'static str {
 /// The object stores of one process: S3 clients per bucket (built on first use), and the
 /// JetStream context of the NATS connection.
 pub struct Stores {
-    pub args: StorageArgs,
+    pub args: StorageConfig,
     s3: s3::S3Stores,
     nats: Option<async_nats::jetstream::Context>,
 }
@@ -339,7 +375,7 @@ impl std::fmt::Debug for Stores {
 
 impl Stores {
     /// `nats`: the connection of the worker (or of `--object-nats-url`), if any.
-    pub fn new(args: StorageArgs, nats: Option<async_nats::Client>) -> Stores {
+    pub fn new(args: StorageConfig, nats: Option<async_nats::Client>) -> Stores {
         Stores {
             s3: s3::S3Stores::new(&args),
             nats: nats.map(async_nats::jetstream::new),

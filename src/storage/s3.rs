@@ -1,5 +1,5 @@
 //! S3 through the `object_store` crate: one client per bucket, built on first use from
-//! [`StorageArgs`] (the AWS_* environment or the flags), path-style whenever an endpoint is
+//! [`StorageConfig`] (the AWS_* environment or the flags), path-style whenever an endpoint is
 //! set; retries with exponential backoff on 5xx, timeouts and throttling are the crate's
 //! (`RetryConfig`). TLS is rustls with ring (installed once as the process's provider), so
 //! aws-lc-rs stays out of the build.
@@ -21,14 +21,14 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Failure, ObjectMeta, ObjectUrl, StorageArgs, StoreError};
+use super::{Failure, ObjectMeta, ObjectUrl, StorageConfig, StoreError};
 
 /// Files up to this size go up in one PUT; larger ones (a source for `submit --upload`) as a
 /// multipart upload of parts this big (S3's minimum part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
 
 pub(crate) struct S3Stores {
-    args: StorageArgs,
+    args: StorageConfig,
     clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
 }
 
@@ -53,7 +53,7 @@ fn key(url: &ObjectUrl) -> std::result::Result<KeyPath, StoreError> {
 }
 
 impl S3Stores {
-    pub(crate) fn new(args: &StorageArgs) -> S3Stores {
+    pub(crate) fn new(args: &StorageConfig) -> S3Stores {
         S3Stores {
             args: args.clone(),
             clients: Mutex::new(HashMap::new()),

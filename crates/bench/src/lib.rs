@@ -34,10 +34,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use video_worker::ladder::{Ladder, Quality};
-use video_worker::media::{self, Limits, SourceInfo};
 use child::{Measured, Progress};
 use pipelines::{Ffmpeg, Rung, Setup, Synthetic};
+use video_worker::ladder::{Ladder, Quality};
+use video_worker::media::{self, Limits, SourceInfo};
 
 /// `video-worker bench` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,10 +51,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub synthetic: Option<String>,
     /// Ladder, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1080p,720p,480p")]
+    #[arg(long, value_delimiter = ',', default_values = video_worker::ladder::DEFAULT_QUALITIES.iter().copied())]
     pub quality: Vec<String>,
     /// libx264 preset for every pipeline.
-    #[arg(long, default_value = "medium")]
+    #[arg(long, default_value = video_worker::media::DEFAULT_PRESET)]
     pub preset: String,
     /// Interleaved runs of each contender (the tables show medians).
     #[arg(long, default_value_t = 3)]

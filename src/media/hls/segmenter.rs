@@ -70,6 +70,15 @@ impl std::str::FromStr for SegmentFormat {
     }
 }
 
+impl std::fmt::Display for SegmentFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SegmentFormat::Ts => "ts",
+            SegmentFormat::Fmp4 => "fmp4",
+        })
+    }
+}
+
 /// fMP4 timestamps are shifted by this much (seconds), as the mpegts muxer shifts its own by
 /// 2 × max_delay: B-frame DTS and the AAC priming packet start before zero, and a track
 /// fragment's decode time (`tfdt`) cannot be negative.

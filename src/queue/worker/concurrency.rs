@@ -69,6 +69,32 @@ impl FromStr for Concurrency {
     }
 }
 
+// In the configuration file as in the flag: `jobs = 2` or `jobs = "auto"` (also `"2"`).
+impl serde::Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Auto => s.serialize_str("auto"),
+            Concurrency::Jobs(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Number(u64),
+            Text(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Number(n) => n.to_string().parse(),
+            Given::Text(t) => t.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Concurrency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -81,6 +107,18 @@ impl fmt::Display for Concurrency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configuration_file_takes_a_number_or_auto_and_nothing_else() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Concurrency>(v);
+        assert_eq!(parse(serde_json::json!(3)).unwrap(), Concurrency::Jobs(3));
+        assert_eq!(parse(serde_json::json!("auto")).unwrap(), Concurrency::Auto);
+        assert_eq!(parse(serde_json::json!("2")).unwrap(), Concurrency::Jobs(2));
+        assert!(parse(serde_json::json!(0)).is_err());
+        assert!(parse(serde_json::json!("many")).is_err());
+        assert_eq!(serde_json::to_value(Concurrency::Auto).unwrap(), "auto");
+        assert_eq!(serde_json::to_value(Concurrency::Jobs(4)).unwrap(), 4);
+    }
 
     #[test]
     fn auto_runs_one_job_per_eight_cores_and_gives_each_its_share() {

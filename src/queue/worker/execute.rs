@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::lane::Heartbeat;
 use super::outcome::Delivery;
-use super::{seconds, Shared, WorkerArgs};
+use super::{seconds, Shared, WorkerConfig};
 use crate::error::JobError;
 use crate::isolation::{self, ChildEvent, ChildResult, MediaJob};
 use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
@@ -36,15 +36,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || span.in_scope(work))
         .await
         .unwrap_or_else(|e| Err(JobError::internal(format!("blocking task failed: {e}"))))
-}
-
-pub(super) fn limits(args: &WorkerArgs) -> Limits {
-    Limits {
-        max_width: args.max_width,
-        max_height: args.max_height,
-        max_duration: args.max_duration,
-        slowest_preset: args.max_preset,
-    }
 }
 
 /// The event of a job of `kind`, before its result is known.
@@ -96,7 +87,7 @@ async fn request_and_finished(
     let shared = Arc::clone(shared);
     let job = job.clone();
     blocking(move || {
-        let req = transcode_request(&shared.args, &job, limits(&shared.args))?;
+        let req = transcode_request(&shared.args, &job, shared.limits)?;
         let finished = finished_output(&req);
         Ok((req, finished))
     })
@@ -117,7 +108,7 @@ pub(super) async fn execute(
     }
     tracing::info!(video_id = %job.video_id, source = %job.source.display(), "job valid");
     let mut event = base_event(shared, &job, kind, d);
-    let limits = limits(&shared.args);
+    let limits = shared.limits;
     let work = match kind {
         JobKind::Process => {
             let (req, finished) = request_and_finished(shared, &job).await?;
@@ -182,7 +173,7 @@ pub(super) async fn finished_event(
 }
 
 pub(super) fn transcode_request(
-    args: &WorkerArgs,
+    args: &WorkerConfig,
     job: &Job,
     limits: Limits,
 ) -> Result<TranscodeRequest, JobError> {

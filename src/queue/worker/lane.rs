@@ -381,7 +381,7 @@ async fn run_job(shared: Arc<Shared>, lane: Arc<Lane>, msg: Arc<jetstream::Messa
         Arc::clone(&msg),
         lane.ack_wait / 3,
         Arc::clone(&heartbeat),
-        stall_window(shared.args.child_limits.job_stall_seconds),
+        stall_window(shared.args.job_stall_seconds),
     );
     let started = Instant::now();
     let job = settle::JobMessage {

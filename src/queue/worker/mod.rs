@@ -37,147 +37,212 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::isolation::{ChildCommand, ChildLimits, ChildLimitsArgs};
+use serde::{Deserialize, Serialize};
+
+use crate::isolation::{ChildCommand, ChildLimits};
 use crate::job::{JobKind, PathPolicy};
 use crate::media::{self, Limits};
 use crate::queue::callback::CallbackPolicy;
-use crate::queue::connect::ConnectArgs;
+use crate::queue::connect::NatsConfig;
 use crate::queue::dlq;
 use crate::queue::events::Publisher;
 use crate::queue::setup::{self, Topology};
 use crate::queue::QueueError;
-use crate::storage::{StorageArgs, Stores};
+use crate::storage::{StorageConfig, Stores};
 use crate::telemetry::{self, health::Health};
 
 pub use concurrency::Concurrency;
 use lane::Lane;
 use outcome::Backoff;
 
-/// `video-worker run` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    #[command(flatten)]
-    pub topology: Topology,
+/// How the worker runs (`video-worker run`): the configuration file's top level and its
+/// `[nats]` and `[topology]` tables; the binary lays flags and environment variables over it.
+/// Every default is in `Default` (or a constant it names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
     /// Do not create or check streams and consumers (operator-managed setups).
-    #[arg(long)]
     pub no_setup: bool,
     /// Exit when an existing stream or consumer differs from the expected config.
-    #[arg(long)]
     pub fail_on_drift: bool,
-    /// Job kinds to serve (each has its own consumer), comma separated.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "process,thumbnail,metadata"
-    )]
+    /// Job kinds to serve (each has its own consumer).
     pub kinds: Vec<JobKind>,
     /// Concurrent transcodes: a number (the cores are split evenly between them), or `auto`
     /// (one job per 8 cores, at least one, each on its share: what the container runs).
-    #[arg(long, env = "VW_JOBS", default_value_t = Concurrency::default())]
     pub jobs: Concurrency,
     /// Concurrent thumbnail jobs.
-    #[arg(long, default_value_t = 1)]
     pub thumbnail_jobs: usize,
     /// Concurrent metadata jobs.
-    #[arg(long, default_value_t = 1)]
     pub metadata_jobs: usize,
-    /// Directory that source_path and output_path must lie in (repeatable; resolved, so `..`
-    /// and symlinks cannot leave it), or an object prefix (`s3://bucket/prefix/`,
-    /// `nats-object://bucket/`); several may be joined by `:`. None: any path (a warning is
-    /// logged).
-    #[arg(long = "allow-root", env = "VW_ALLOW_ROOTS")]
+    /// Directories that source_path and output_path must lie in (resolved, so `..` and
+    /// symlinks cannot leave them), or object prefixes (`s3://bucket/prefix/`,
+    /// `nats-object://bucket/`). Empty: any path (a warning is logged).
     pub allow_roots: Vec<PathBuf>,
     /// Seconds running jobs get to finish after SIGTERM/SIGINT before they are cancelled and
     /// handed back (stored again as a fresh message, so no delivery is used up).
-    #[arg(long, env = "VW_GRACE", default_value_t = 30.0)]
     pub grace: f64,
     /// Longest wait of one pull request, seconds.
-    #[arg(long, default_value_t = 5.0)]
     pub pull_wait: f64,
     /// Nak delay after the first failed delivery of a transient error, seconds; doubles per
     /// delivery.
-    #[arg(long, default_value_t = 5.0)]
     pub nak_delay: f64,
     /// Longest Nak delay, seconds.
-    #[arg(long, default_value_t = 300.0)]
     pub nak_max_delay: f64,
     /// Seconds between two progress events of one job (at least 1).
-    #[arg(long, default_value_t = 1.0)]
     pub progress_interval: f64,
-    /// Host (or host:port) callbacks may go to (repeatable). None: any host, but never a
-    /// link-local address (see --callback-allow-link-local).
-    #[arg(
-        long = "callback-allow-host",
-        env = "VW_CALLBACK_HOSTS",
-        value_delimiter = ','
-    )]
+    /// Hosts (or host:port) callbacks may go to. Empty: any host, but never a link-local
+    /// address (see `callback_allow_link_local`).
     pub callback_allow_hosts: Vec<String>,
-    /// Allow callbacks to link-local addresses (169.254.0.0/16, fe80::/10: where clouds
-    /// serve instance metadata and credentials). Off: refused even when the host is listed.
-    #[arg(long)]
+    /// Allow callbacks to link-local addresses (169.254.0.0/16, fe80::/10: where clouds serve
+    /// instance metadata and credentials). Off: refused even when the host is listed.
     pub callback_allow_link_local: bool,
     /// Timeout of one callback POST, seconds.
-    #[arg(long, default_value_t = 10.0)]
     pub callback_timeout: f64,
     /// Tries of one callback POST.
-    #[arg(long, default_value_t = 3)]
     pub callback_attempts: u32,
     /// libx264 preset (a job's `preset` field overrides it).
-    #[arg(long, default_value = "medium")]
     pub preset: String,
-    /// Encoder threads per transcode (default: cores / --jobs).
-    #[arg(long, default_value_t = 0)]
+    /// Encoder threads per transcode; 0: `jobs`' share of the cores.
     pub threads: usize,
     /// Segment length, seconds (a job's `segment_seconds` overrides it).
-    #[arg(long, default_value_t = media::DEFAULT_SEGMENT_SECONDS)]
     pub segment_seconds: f64,
     /// Keyframe interval, seconds (a job's `gop_seconds` overrides it).
-    #[arg(long, default_value_t = media::DEFAULT_GOP_SECONDS)]
     pub gop_seconds: f64,
     /// Audio as its own rendition (`separate`) or muxed into every video rendition (`muxed`).
-    #[arg(long, default_value = "separate")]
     pub audio: media::AudioLayout,
     /// Segment container: MPEG-TS (`ts`) or fragmented MP4 / CMAF (`fmp4`).
-    #[arg(long, default_value = "ts")]
     pub segments: media::hls::SegmentFormat,
     /// Measure each rendition's PSNR against the scaled source while encoding; reported in
     /// `video.processed`.
-    #[arg(long)]
     pub measure_quality: bool,
-    #[arg(long, default_value_t = Limits::default().max_width)]
+    /// Refuse sources wider than this.
     pub max_width: u32,
-    #[arg(long, default_value_t = Limits::default().max_height)]
+    /// Refuse sources taller than this.
     pub max_height: u32,
-    #[arg(long, default_value_t = Limits::default().max_duration)]
+    /// Refuse sources longer than this many seconds.
     pub max_duration: f64,
     /// The slowest libx264 preset a job may ask for (ultrafast … placebo).
-    #[arg(long, default_value = Limits::default().slowest_preset, value_parser = media::probe::parse_preset)]
-    pub max_preset: &'static str,
-    /// Limits of each job's process. `--job-stall-seconds` also ends the job's in-progress
-    /// acks: they go out only while the job makes progress.
-    #[command(flatten)]
-    pub child_limits: ChildLimitsArgs,
+    pub max_preset: String,
+    /// Memory a job process may map beyond the loaded binary, MiB (RLIMIT_AS; virtual size:
+    /// a 1080p three-rung ladder peaks near 2 GiB with 8 to 32 encoder threads). 0: no limit.
+    pub job_memory_mib: u64,
+    /// CPU seconds a job process may use, all threads together (RLIMIT_CPU). 0: no limit.
+    pub job_cpu_seconds: u64,
+    /// Wall-clock seconds a job may run. 0: no limit.
+    pub job_wall_seconds: u64,
+    /// Seconds without progress after which a job process is killed (`stalled`); it also
+    /// ends the job's in-progress acks. Thumbnail and metadata jobs report no progress: for
+    /// them it bounds the whole job.
+    pub job_stall_seconds: u64,
     /// Seconds the last delivery of a job keeps retrying to store its outcome (event, dead
     /// letter) while holding the message in progress: nothing retries after it.
-    #[arg(long, default_value_t = 600.0)]
     pub record_patience: f64,
     /// Consecutive failed recoveries of a lane's consumer (deleted, stream recreated) after
     /// which the worker exits non-zero so that its supervisor restarts it.
-    #[arg(long, default_value_t = 10)]
     pub recover_attempts: u32,
     /// Name in events and logs (default: <hostname>-<pid>).
-    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_name: Option<String>,
+    /// How to reach NATS.
+    pub nats: NatsConfig,
+    /// Streams, subjects and consumers.
+    pub topology: Topology,
     /// Sources and outputs in S3 and the NATS object store.
-    #[command(flatten)]
-    pub storage: StorageArgs,
+    pub storage: StorageConfig,
     /// Address to serve Prometheus `/metrics`, `/healthz` and `/readyz` on (e.g.
     /// 0.0.0.0:9090). Off by default.
-    #[arg(long, env = "VW_METRICS_ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        let child = ChildLimits::default();
+        WorkerConfig {
+            no_setup: false,
+            fail_on_drift: false,
+            kinds: JobKind::ALL.to_vec(),
+            jobs: Concurrency::default(),
+            thumbnail_jobs: 1,
+            metadata_jobs: 1,
+            allow_roots: Vec::new(),
+            grace: 30.0,
+            pull_wait: 5.0,
+            nak_delay: 5.0,
+            nak_max_delay: 300.0,
+            progress_interval: 1.0,
+            callback_allow_hosts: Vec::new(),
+            callback_allow_link_local: false,
+            callback_timeout: 10.0,
+            callback_attempts: 3,
+            preset: media::DEFAULT_PRESET.into(),
+            threads: 0,
+            segment_seconds: media::DEFAULT_SEGMENT_SECONDS,
+            gop_seconds: media::DEFAULT_GOP_SECONDS,
+            audio: media::AudioLayout::default(),
+            segments: media::hls::SegmentFormat::default(),
+            measure_quality: false,
+            max_width: limits.max_width,
+            max_height: limits.max_height,
+            max_duration: limits.max_duration,
+            max_preset: limits.slowest_preset.into(),
+            job_memory_mib: child.memory_bytes >> 20,
+            job_cpu_seconds: child.cpu_seconds,
+            job_wall_seconds: child.wall_seconds,
+            job_stall_seconds: child.stall_seconds,
+            record_patience: 600.0,
+            recover_attempts: 10,
+            worker_name: None,
+            nats: NatsConfig::default(),
+            topology: Topology::default(),
+            storage: StorageConfig::default(),
+            metrics_addr: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Refuses what `run` could not start with (also what `config` checks before printing).
+    pub fn validate(&self) -> Result<(), QueueError> {
+        if self.kinds.is_empty() {
+            return Err(QueueError::Config("kinds is empty".into()));
+        }
+        self.limits()?;
+        self.nats.validate()?;
+        self.topology.validate()
+    }
+
+    /// What a job may ask of this worker.
+    pub fn limits(&self) -> Result<Limits, QueueError> {
+        Ok(Limits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_duration: self.max_duration,
+            slowest_preset: media::probe::parse_preset(&self.max_preset)
+                .map_err(|e| QueueError::Config(format!("max_preset: {e}")))?,
+        })
+    }
+
+    /// The limits of each job process.
+    pub fn child_limits(&self) -> ChildLimits {
+        ChildLimits {
+            memory_bytes: self.job_memory_mib.saturating_mul(1 << 20),
+            cpu_seconds: self.job_cpu_seconds,
+            wall_seconds: self.job_wall_seconds,
+            stall_seconds: self.job_stall_seconds,
+            ..ChildLimits::default()
+        }
+    }
+
+    /// The same configuration with its secrets replaced (for `video-worker config`).
+    pub fn redacted(&self) -> WorkerConfig {
+        WorkerConfig {
+            nats: self.nats.redacted(),
+            storage: self.storage.redacted(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What every job task shares.
@@ -186,7 +251,9 @@ struct Shared {
     topology: Arc<Topology>,
     /// Where jobs may read and write.
     policy: PathPolicy,
-    args: WorkerArgs,
+    args: WorkerConfig,
+    /// What a job may ask of this worker (from `args`, checked once at start).
+    limits: Limits,
     /// Where callbacks may go, and how patiently.
     callback: CallbackPolicy,
     /// Name in events and logs.
@@ -218,12 +285,11 @@ fn seconds(s: f64, min: f64) -> Duration {
 /// drains: no new pulls, running jobs get `--grace` seconds, the rest are cancelled and
 /// handed back. Returns after every job task ended.
 pub async fn run(
-    args: WorkerArgs,
+    args: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), QueueError> {
-    if args.kinds.is_empty() {
-        return Err(QueueError::Config("--kinds is empty".into()));
-    }
+    args.validate()?;
+    let limits = args.limits()?;
     let policy =
         PathPolicy::new(&args.allow_roots).map_err(|e| QueueError::Config(e.to_string()))?;
     if !policy.is_confined() {
@@ -242,7 +308,7 @@ pub async fn run(
         None => None,
     };
     media::init().map_err(|e| QueueError::Config(e.to_string()))?;
-    let (client, events) = args.connect.connect().await?;
+    let (client, events) = args.nats.connect().await?;
     health.connected(client.clone(), events);
     let publisher = Publisher::new(client.clone());
     let object_nats = match &args.storage.object_nats_url {
@@ -319,7 +385,8 @@ pub async fn run(
             .worker_name
             .clone()
             .unwrap_or_else(crate::queue::default_worker_name),
-        child_limits: args.child_limits.limits(),
+        child_limits: args.child_limits(),
+        limits,
         args,
         cancel: cancel_rx,
         child,

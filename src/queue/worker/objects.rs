@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::execute::{
-    base_event, describe_output, finished_output, limits, transcode_request, with_progress, Success,
+    base_event, describe_output, finished_output, transcode_request, with_progress, Success,
 };
 use super::lane::Heartbeat;
 use super::outcome::Delivery;
@@ -30,7 +30,7 @@ async fn request(
     job: &Job,
     run: &ObjectRun,
 ) -> Result<TranscodeRequest, JobError> {
-    let mut req = transcode_request(&shared.args, job, limits(&shared.args))?;
+    let mut req = transcode_request(&shared.args, job, shared.limits)?;
     let (source, output) = job.public_paths();
     let mut public = req.clone();
     public.source = source;
@@ -107,7 +107,7 @@ pub(super) async fn execute(
         output = %output.display(), "job valid (object storage)");
     let run = begin(shared, &mut job).await?;
     let mut event = base_event(shared, &job, kind, d);
-    let limits = limits(&shared.args);
+    let limits = shared.limits;
     let work = match kind {
         JobKind::Process => {
             let req = request(shared, &job, &run).await?;
