@@ -36,17 +36,13 @@ fn stdout(args: &[&str]) -> String {
 }
 
 #[test]
-fn completions_for_each_shell_name_every_subcommand_and_not_the_internal_one() {
+fn completions_for_each_shell_name_every_subcommand_and_the_run_flags() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let script = stdout(&["completions", shell]);
         assert!(script.len() > 500, "{shell}: only {} bytes", script.len());
         for sub in SUBCOMMANDS {
             assert!(script.contains(sub), "{shell} completions lack `{sub}`");
         }
-        assert!(
-            !script.contains("job-exec"),
-            "{shell} completions offer the internal job-exec"
-        );
         // The run command's flags are completed too, not only the command names.
         assert!(script.contains("allow-root"), "{shell}: no --allow-root");
     }
