@@ -13,19 +13,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The libraries ffmpeg-next 9 links with the features Cargo.toml enables (codec, filter, format,
-/// software-resampling, software-scaling; not device), as pkg-config module names.
-const LIBRARIES: [&str; 6] = [
+/// software-scaling; not device or software-resampling), as pkg-config module names.
+const LIBRARIES: [&str; 5] = [
     "libavcodec",
     "libavformat",
     "libavutil",
     "libswscale",
-    "libswresample",
     "libavfilter",
 ];
 
 /// What a Debian 12 (bookworm) machine needs; `libclang-dev` is for ffmpeg-sys-next's bindgen.
 const APT_INSTALL: &str = "apt-get install pkg-config libclang-dev libavcodec-dev \
-     libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev";
+     libavformat-dev libavutil-dev libswscale-dev libavfilter-dev";
 
 /// What the binary was built against, for `--version`.
 struct FfmpegVersion {

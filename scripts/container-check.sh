@@ -30,6 +30,7 @@ DOCKERFILE="$VW_ROOT/Dockerfile"
 COMPOSE_FILE="$VW_ROOT/docker-compose.yml"
 CHECK_DIR="$VW_ROOT/target/container-check"
 ROOTFS="$CHECK_DIR/rootfs"
+DEB_CACHE="$CHECK_DIR/debs"
 VENV="$VW_TOOLS_DIR/container-venv"
 SUITE=bookworm
 
@@ -59,6 +60,13 @@ WORKER_PID=""
 RUN_DIR=""
 cleanup() {
     local pid
+    # A worker still running (a failed check): its own children first (tini cannot pass
+    # SIGKILL on), then tini, then the server.
+    if [ -n "$WORKER_PID" ]; then
+        for pid in $(pgrep -P "$WORKER_PID" 2>/dev/null || true); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+    fi
     for pid in "$WORKER_PID" "$NATS_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
@@ -120,7 +128,7 @@ check_binary() {
         die "the binary links a library it does not use (above): check ffmpeg-next's features in Cargo.toml"
     fi
     local lib
-    for lib in libavcodec libavformat libavfilter libavutil libswscale libswresample; do
+    for lib in libavcodec libavformat libavfilter libavutil libswscale; do
         echo "$needed" | grep -q "^$lib\.so" || die "the binary does not link $lib"
     done
 }
@@ -138,9 +146,16 @@ build_rootfs() {
     [ ! -s /etc/apt/sources.list ] || sources+=(/etc/apt/sources.list)
     [ "${#sources[@]}" -gt 0 ] || die "no Debian sources in /etc/apt"
     rm -rf "$ROOTFS"
-    mkdir -p "$CHECK_DIR"
+    mkdir -p "$DEB_CACHE"
     # minbase and these excludes are what the official debian:bookworm-slim image is made with.
-    mmdebstrap --mode=root --variant=minbase --quiet \
+    # The downloaded packages are kept in $DEB_CACHE (mmdebstrap's sync-in/sync-out recipe): a
+    # second run downloads only what changed. They do not stay in the root filesystem.
+    # merged-usr hook: /usr merged as in the official image, without the usrmerge package (and
+    # the perl it depends on, 55 MB the image does not have).
+    mmdebstrap --mode=root --variant=minbase --quiet --skip=essential/unlink \
+        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+        --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
+        --setup-hook="sync-in $DEB_CACHE /var/cache/apt/archives/" \
         --include="$(runtime_packages | paste -sd, -)" \
         --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -149,24 +164,32 @@ build_rootfs() {
         --dpkgopt='path-exclude=/usr/share/groff/*' \
         --dpkgopt='path-exclude=/usr/share/lintian/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --customize-hook="sync-out /var/cache/apt/archives $DEB_CACHE" \
         --customize-hook="chroot \"\$1\" groupadd --system --gid $gid vworker" \
         --customize-hook="chroot \"\$1\" useradd --system --uid $uid --gid vworker --create-home --home-dir /home/vworker --shell /usr/sbin/nologin vworker" \
-        "$SUITE" "$ROOTFS" "${sources[@]}"
+        "$SUITE" "$ROOTFS" "${sources[@]}" >"$CHECK_DIR/mmdebstrap.log" 2>&1 || {
+        tail -n 40 "$CHECK_DIR/mmdebstrap.log" >&2
+        die "mmdebstrap failed (whole log: $CHECK_DIR/mmdebstrap.log)"
+    }
+    echo "$(chroot "$ROOTFS" dpkg-query -W | wc -l) packages installed (log: $CHECK_DIR/mmdebstrap.log)"
     ROOTFS_BYTES="$(du -sb "$ROOTFS" | cut -f1)"
-    install -D -m 0755 "$binary" "$ROOTFS/usr/local/bin/video-worker"
+    # As the Dockerfile's builder installs it: line tables kept, compressed.
+    grep -q 'objcopy --compress-debug-sections=zlib' "$DOCKERFILE" ||
+        die "the Dockerfile no longer installs the binary with objcopy --compress-debug-sections=zlib: update this check"
+    mkdir -p "$ROOTFS/usr/local/bin"
+    objcopy --compress-debug-sections=zlib "$binary" "$ROOTFS/usr/local/bin/video-worker"
+    chmod 0755 "$ROOTFS/usr/local/bin/video-worker"
     install -D -m 0644 -t "$ROOTFS/usr/share/doc/video-worker" \
         "$VW_ROOT/LICENSE" "$VW_ROOT/README.md" "$VW_ROOT/vendor-notes.md"
     mkdir -p "$ROOTFS/home/vworker/jobs"
     chown -R "$uid:$gid" "$ROOTFS/home/vworker"
 }
 
-# Runs a command in the root as the image's user, with a clean environment, in a private mount
-# namespace (its /proc and /dev go away with it); exec all the way, so the caller's $! is the
-# command itself and gets the signals.
-in_root() {
-    local user
-    user="$(image_user)"
-    unshare --mount --propagation private -- bash -c '
+# The command line that runs a command in the root as the image's user, with a clean
+# environment, in a private mount namespace (its /proc and /dev go away with it). exec all the
+# way down: started in the background, its $! is the command itself and gets the signals.
+in_root_argv() {
+    IN_ROOT=(unshare --mount --propagation private -- bash -c '
         set -e
         mount -t proc proc "$1/proc" 2>/dev/null || mount --rbind /proc "$1/proc"
         mount --bind /dev "$1/dev"
@@ -174,7 +197,11 @@ in_root() {
         shift 2
         exec chroot --userspec="$user" "$root" \
             env -i HOME=/home/vworker PATH=/usr/local/bin:/usr/bin:/bin "$@"' \
-        in_root "$ROOTFS" "$user" "$@"
+        in_root "$ROOTFS" "$(image_user)")
+}
+
+in_root() {
+    "${IN_ROOT[@]}" "$@"
 }
 
 # A local nats-server with JetStream on a free port of the host's loopback.
@@ -202,6 +229,7 @@ start_nats() {
 run_inside() {
     local jobs=/home/vworker/jobs
     RUN_DIR="$(mktemp -d -t video-worker-container-check.XXXXXX)"
+    in_root_argv
 
     step "inside the root, as uid:gid $(image_user): ldd"
     local ldd_out
@@ -227,8 +255,9 @@ run_inside() {
 
     step "video-worker run (tini as in the ENTRYPOINT) + submit --wait, NATS on the host's loopback"
     start_nats
-    in_root env VW_JOBS=1 tini -- video-worker run --nats-url "$NATS_URL" --allow-root "$jobs" \
-        --grace 10 >"$RUN_DIR/worker.log" 2>&1 &
+    # TINI_SUBREAPER: tini reaps as it does as the container's PID 1, which it is not here.
+    "${IN_ROOT[@]}" env VW_JOBS=1 TINI_SUBREAPER=1 tini -- video-worker run \
+        --nats-url "$NATS_URL" --allow-root "$jobs" --grace 10 >"$RUN_DIR/worker.log" 2>&1 &
     WORKER_PID=$!
     for _ in $(seq 1 150); do
         grep -q "serving" "$RUN_DIR/worker.log" && break
@@ -248,6 +277,14 @@ run_inside() {
         die "the submitted job did not complete (submit exit status $status)"
     }
     kill -TERM "$WORKER_PID"
+    for _ in $(seq 1 300); do
+        kill -0 "$WORKER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$WORKER_PID" 2>/dev/null && {
+        sed 's/^/    /' "$RUN_DIR/worker.log" >&2
+        die "the worker did not stop within 30 s of SIGTERM"
+    }
     status=0
     wait "$WORKER_PID" || status=$?
     WORKER_PID=""
@@ -262,8 +299,9 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 report_sizes() {
     step "sizes"
-    local binary_bytes stripped stripped_bytes
+    local binary_bytes stripped stripped_bytes installed_bytes
     binary_bytes="$(stat -c %s "$binary")"
+    installed_bytes="$(stat -c %s "$ROOTFS/usr/local/bin/video-worker")"
     printf 'root filesystem (minbase + runtime packages + user): %s MiB (%s bytes)\n' \
         "$(mib "$ROOTFS_BYTES")" "$ROOTFS_BYTES"
     # The release profile keeps line tables (debug = 1) for readable backtraces; stripped is what
@@ -272,10 +310,10 @@ report_sizes() {
     strip -o "$stripped" "$binary"
     stripped_bytes="$(stat -c %s "$stripped")"
     rm -f "$stripped"
-    printf 'video-worker binary: %s MiB (%s bytes; stripped %s MiB)\n' \
-        "$(mib "$binary_bytes")" "$binary_bytes" "$(mib "$stripped_bytes")"
-    printf 'image estimate (root filesystem + binary): %s MiB\n' \
-        "$(mib $((ROOTFS_BYTES + binary_bytes)))"
+    printf 'video-worker binary: %s MiB as built, %s MiB installed (debug sections compressed), %s MiB stripped\n' \
+        "$(mib "$binary_bytes")" "$(mib "$installed_bytes")" "$(mib "$stripped_bytes")"
+    printf 'image estimate (root filesystem + installed binary): %s MiB\n' \
+        "$(mib $((ROOTFS_BYTES + installed_bytes)))"
 }
 
 main() {

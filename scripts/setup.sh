@@ -43,7 +43,7 @@ DEBIAN_PACKAGES=(
     # build: C toolchain for linking and cc-built crates, pkg-config + libclang for ffmpeg-sys-next
     build-essential pkg-config clang libclang-dev
     # the FFmpeg libraries ffmpeg-next links (Cargo.toml's features), Debian 12: FFmpeg 5.1
-    libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+    libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
     libavfilter-dev
     # fixtures and independent checks in tests and the benchmark (ffmpeg, ffprobe)
     ffmpeg
@@ -85,7 +85,7 @@ install_debian_packages() {
 
 check_ffmpeg_libraries() {
     # The same check build.rs makes, here so that a setup problem shows before any compiling.
-    local libs=(libavcodec libavformat libavutil libswscale libswresample libavfilter)
+    local libs=(libavcodec libavformat libavutil libswscale libavfilter)
     pkg-config --exists "${libs[@]}" ||
         die "pkg-config cannot find the FFmpeg libraries (${libs[*]}); see vendor-notes.md"
     log "FFmpeg libraries: libavcodec $(pkg-config --modversion libavcodec) ($(ffmpeg -hide_banner -version 2>/dev/null | head -n1 | cut -d' ' -f1-3))"
