@@ -295,8 +295,12 @@ fn config_never_prints_a_secret_from_a_flag_the_environment_the_file_or_a_url() 
         .chain(flag_secrets.iter().cloned())
         .collect();
     // Each layer winning in turn: file alone, environment over it, flags over both.
-    let runs: [(&[&str], &[(&str, &str)]); 3] = [(&[], &[]), (&[], &env), (&flags, &env)];
-    for (flags, env) in runs {
+    let (no_flags, no_env): (&[&str], &[(&str, &str)]) = (&[], &[]);
+    for (flags, env) in [
+        (no_flags, no_env),
+        (no_flags, &env[..]),
+        (&flags[..], &env[..]),
+    ] {
         let (output, config) = effective(flags, env, Some(&file));
         for secret in &all {
             assert!(
