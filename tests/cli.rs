@@ -250,7 +250,9 @@ fn config_never_prints_a_secret_from_a_flag_the_environment_the_file_or_a_url() 
     std::fs::write(
         &file,
         "[nats]\nuser = \"alice\"\npassword = \"file-pass-1\"\ntoken = \"file-token-2\"\n\
-         nkey_seed = \"SUFILESEED3\"\nurls = [\"nats://bob:file-url-pass-4@h1:4222\"]\n",
+         nkey_seed = \"SUFILESEED3\"\nurls = [\"nats://bob:file-url-pass-4@h1:4222\"]\n\
+         [storage]\ns3_secret_access_key = \"file-aws-secret-6\"\n\
+         s3_session_token = \"file-aws-session-7\"\n",
     )
     .unwrap();
     let secrets_of = |prefix: &str| {
@@ -260,6 +262,8 @@ fn config_never_prints_a_secret_from_a_flag_the_environment_the_file_or_a_url() 
             format!("SU{}SEED3", prefix.to_uppercase()),
             format!("{prefix}-url-pass-4"),
             format!("{prefix}-url-token-5"),
+            format!("{prefix}-aws-secret-6"),
+            format!("{prefix}-aws-session-7"),
         ]
     };
     let env_secrets = secrets_of("env");
@@ -272,14 +276,20 @@ fn config_never_prints_a_secret_from_a_flag_the_environment_the_file_or_a_url() 
         "nats://dave:{}@h4:4222,nats://{}@h5:4222",
         flag_secrets[3], flag_secrets[4]
     );
-    let env: [(&str, &str); 5] = [
+    let env: [(&str, &str); 7] = [
+        ("AWS_SECRET_ACCESS_KEY", env_secrets[5].as_str()),
+        ("AWS_SESSION_TOKEN", env_secrets[6].as_str()),
         ("NATS_USER", "erin"),
         ("NATS_PASSWORD", env_secrets[0].as_str()),
         ("NATS_TOKEN", env_secrets[1].as_str()),
         ("NATS_NKEY_SEED", env_secrets[2].as_str()),
         ("NATS_URL", env_url.as_str()),
     ];
-    let flags: [&str; 8] = [
+    let flags: [&str; 12] = [
+        "--s3-secret-access-key",
+        flag_secrets[5].as_str(),
+        "--s3-session-token",
+        flag_secrets[6].as_str(),
         "--nats-password",
         flag_secrets[0].as_str(),
         "--nats-token",
@@ -311,6 +321,13 @@ fn config_never_prints_a_secret_from_a_flag_the_environment_the_file_or_a_url() 
         let nats = &config["nats"];
         for key in ["password", "token", "nkey_seed"] {
             assert_eq!(nats[key].as_str(), Some("<redacted>"), "{key}: {output}");
+        }
+        for key in ["s3_secret_access_key", "s3_session_token"] {
+            assert_eq!(
+                config["storage"][key].as_str(),
+                Some("<redacted>"),
+                "{key}: {output}"
+            );
         }
         let urls = nats["urls"].as_array().unwrap();
         assert!(
