@@ -53,8 +53,8 @@ DEBIAN_PACKAGES=(
     valgrind
     # TLS roots for registries; venv for the current nats-server wheel
     ca-certificates python3 python3-venv
-    # scripts/container-check.sh: the image's root filesystem from Debian's packages
-    mmdebstrap
+    # scripts/container-check.sh: the image's root filesystem from Debian's packages; pgrep
+    mmdebstrap procps
 )
 
 install_debian_packages() {
