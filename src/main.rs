@@ -23,7 +23,7 @@ use video_worker::JobError;
 
 mod cli;
 
-use cli::{layers, Cli, Command, StreamsArgs, SubmitArgs, TranscodeArgs, WorkerArgs};
+use cli::{layers, CheckArgs, Cli, Command, StreamsArgs, SubmitArgs, TranscodeArgs, WorkerArgs};
 
 /// Where a command-line path points: an object, or a local path.
 fn location(path: &std::path::Path) -> Result<storage::Location, JobError> {
@@ -407,6 +407,33 @@ fn man(dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+fn check(args: &CheckArgs) -> ExitCode {
+    let report = video_worker::check::master_path(&args.target)
+        .and_then(|master| video_worker::check::check(&master));
+    match report {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.failed_musts().next().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            if args.json {
+                println!("{}", json!({ "error": e }));
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -433,6 +460,7 @@ fn main() -> ExitCode {
         Command::Bench { args } => bench(args),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man(dir),
+        Command::Check(args) => check(&args),
         Command::JobExec => video_worker::isolation::job_exec(),
     }
 }

@@ -73,8 +73,20 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Check an HLS VOD ladder (a folder, its master playlist, or a file:// URL) against
+    /// Apple's HLS Authoring Specification, rule by rule. Exit status 2: a MUST is broken.
+    Check(CheckArgs),
     /// Internal: the job process `run` starts per job. Reads one JSON request on stdin,
     /// writes JSON lines (progress, result) on stdout.
     #[command(hide = true)]
     JobExec,
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The ladder: a folder holding master.m3u8, a master playlist, or a file:// URL of one.
+    pub target: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -150,6 +150,34 @@ pub fn set_thread_count(ctx: &mut ffmpeg::codec::Context, threads: usize) {
     }
 }
 
+/// What a stream's codec parameters hold that ffmpeg-next does not expose, for `check`: the
+/// codec tag (an fMP4 sample entry's four-character code), the profile, and the extradata
+/// (avcC/hvcC, an AudioSpecificConfig, or Annex B parameter sets).
+pub struct CodecDetails {
+    pub tag: u32,
+    pub profile: i32,
+    pub extradata: Vec<u8>,
+}
+
+pub fn codec_details(params: &ffmpeg::codec::Parameters) -> CodecDetails {
+    // SAFETY: `params` wraps a valid AVCodecParameters that we borrow; the fields read are plain
+    // integers, and `extradata` (when not NULL) points to `extradata_size` readable bytes owned
+    // by the parameters, copied out before the borrow ends.
+    unsafe {
+        let p = params.as_ptr();
+        let extradata = if (*p).extradata.is_null() || (*p).extradata_size <= 0 {
+            Vec::new()
+        } else {
+            std::slice::from_raw_parts((*p).extradata, (*p).extradata_size as usize).to_vec()
+        };
+        CodecDetails {
+            tag: (*p).codec_tag,
+            profile: (*p).profile,
+            extradata,
+        }
+    }
+}
+
 /// The version string of the FFmpeg libraries loaded at run time (e.g. `5.1.9-0+deb12u1`).
 pub fn runtime_version() -> String {
     // SAFETY: `av_version_info` returns a pointer to a static NUL-terminated string.

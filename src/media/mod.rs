@@ -492,6 +492,8 @@ pub fn transcode(
     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(JobError::cancelled("cancelled before publishing"));
     }
+    // Apple's MUST rules on what is about to be published (issue 11): a break is our bug.
+    crate::check::before_publish(staging.path())?;
     staging.publish()?;
     Ok(outcome)
 }

@@ -1,0 +1,581 @@
+//! `video-worker check` against real ladders: our own output keeps every rule; a copy of it
+//! broken by hand for each rule fails that rule (every rule can fail); the ffmpeg CLI's own HLS
+//! ladder of the same source (Debian's FFmpeg 5.1 and FFmpeg 7) is measured and its breaks
+//! recorded. The playlists are edited through m3u8-rs, the media with Debian's `ffmpeg` CLI.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist, VariantStream};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use common::{ffmpeg, h264_aac_mp4, run_worker, scratch_dir, transcode_ok};
+
+/// The source every ladder here is made from: 14 s of 320x240 at 25 fps with stereo AAC, so
+/// that 6 s segments give two full segments and a 2 s tail.
+fn source() -> &'static Path {
+    static SOURCE: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
+    &SOURCE
+        .get_or_init(|| {
+            let dir = scratch_dir();
+            let path = h264_aac_mp4(dir.path(), "source.mp4", 320, 240, 14.0);
+            (dir, path)
+        })
+        .1
+}
+
+/// Our ladder of the source (240p + 144p, Apple's 6 s segments and 2 s GOP), with I-frame
+/// playlists written next to it when the output has none yet (see `add_iframe_playlists`).
+fn good_ladder() -> PathBuf {
+    static LADDER: OnceLock<TempDir> = OnceLock::new();
+    LADDER
+        .get_or_init(|| {
+            let dir = scratch_dir();
+            let out = dir.path().join("ladder");
+            transcode_ok(
+                source(),
+                &out,
+                &["--quality", "240p,144p", "--preset", "ultrafast", "--thumbnail-time", "1"],
+            );
+            add_iframe_playlists(&out);
+            dir
+        })
+        .path()
+        .join("ladder")
+}
+
+/// A fresh copy of the good ladder for one test to break.
+fn copy_of_good() -> (TempDir, PathBuf) {
+    let dir = scratch_dir();
+    let to = dir.path().join("ladder");
+    fs::create_dir(&to).unwrap();
+    for entry in fs::read_dir(good_ladder()).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    (dir, to)
+}
+
+/// `video-worker check <dir> --json`: the report and the exit status.
+fn check(dir: &Path) -> (Value, i32) {
+    let run = run_worker(&["check".as_ref(), dir.as_os_str(), "--json".as_ref()]);
+    let report: Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("check --json must print one object ({e}): {}", run.describe()));
+    (report, run.status.code().unwrap_or(-1))
+}
+
+fn verdict(report: &Value, rule: &str) -> String {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["rule"] == rule)
+        .unwrap_or_else(|| panic!("no finding for rule {rule}: {report}"))["verdict"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn failed(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["verdict"] == "fail")
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn failed_musts(report: &Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["verdict"] == "fail" && f["level"] == "MUST")
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Playlist editing (m3u8-rs) and media editing (ffmpeg CLI)
+// ---------------------------------------------------------------------------------------------
+
+fn read_master(dir: &Path) -> MasterPlaylist {
+    match m3u8_rs::parse_playlist_res(&fs::read(dir.join("master.m3u8")).unwrap()).unwrap() {
+        Playlist::MasterPlaylist(m) => m,
+        Playlist::MediaPlaylist(_) => panic!("master.m3u8 is a media playlist"),
+    }
+}
+
+fn write_master(dir: &Path, m: &MasterPlaylist) {
+    let mut out = Vec::new();
+    m.write_to(&mut out).unwrap();
+    fs::write(dir.join("master.m3u8"), out).unwrap();
+}
+
+fn edit_master(dir: &Path, edit: impl FnOnce(&mut MasterPlaylist)) {
+    let mut m = read_master(dir);
+    edit(&mut m);
+    write_master(dir, &m);
+}
+
+fn read_media(path: &Path) -> MediaPlaylist {
+    match m3u8_rs::parse_playlist_res(&fs::read(path).unwrap()).unwrap() {
+        Playlist::MediaPlaylist(m) => m,
+        Playlist::MasterPlaylist(_) => panic!("{} is a master playlist", path.display()),
+    }
+}
+
+fn edit_media(dir: &Path, name: &str, edit: impl FnOnce(&mut MediaPlaylist)) {
+    let path = dir.join(name);
+    let mut m = read_media(&path);
+    edit(&mut m);
+    let mut out = Vec::new();
+    m.write_to(&mut out).unwrap();
+    fs::write(path, out).unwrap();
+}
+
+/// The variants' (not I-frame) media playlists.
+fn variant_playlists(dir: &Path) -> Vec<String> {
+    read_master(dir)
+        .variants
+        .iter()
+        .filter(|v| !v.is_i_frame)
+        .map(|v| v.uri.clone())
+        .collect()
+}
+
+fn edit_all_media(dir: &Path, edit: impl Fn(&mut MediaPlaylist)) {
+    let master = read_master(dir);
+    for v in &master.variants {
+        edit_media(dir, &v.uri, &edit);
+    }
+}
+
+/// Writes an I-frame playlist per variant (byte ranges of its key frames, located with
+/// `ffprobe`) and lists them in the master, if the output has none: the worker gains its own
+/// in issue 11's output work; until then the fixture has them so that it keeps rule 6.1.
+fn add_iframe_playlists(dir: &Path) {
+    let mut master = read_master(dir);
+    if master.variants.iter().any(|v| v.is_i_frame) {
+        return;
+    }
+    let mut iframes = Vec::new();
+    for v in master.variants.iter().filter(|v| !v.is_i_frame) {
+        let media = read_media(&dir.join(&v.uri));
+        let mut lines = vec![
+            "#EXTM3U".to_string(),
+            "#EXT-X-VERSION:4".into(),
+            "#EXT-X-TARGETDURATION:2".into(),
+            "#EXT-X-PLAYLIST-TYPE:VOD".into(),
+            "#EXT-X-I-FRAMES-ONLY".into(),
+        ];
+        let mut frames: Vec<(String, f64, u64, u64)> = Vec::new();
+        for s in &media.segments {
+            let out = Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+                .args(["packet=pts_time,pos,flags", "-of", "csv=p=0"])
+                .arg(dir.join(&s.uri))
+                .output()
+                .expect("run ffprobe");
+            let packets: Vec<(f64, u64, bool)> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    Some((f[0].parse().ok()?, f[1].parse().ok()?, f[2].starts_with('K')))
+                })
+                .collect();
+            let size = fs::metadata(dir.join(&s.uri)).unwrap().len();
+            for (i, (t, pos, key)) in packets.iter().enumerate() {
+                if *key {
+                    let end = packets[i + 1..].iter().map(|p| p.1).find(|p| p > pos).unwrap_or(size);
+                    frames.push((s.uri.clone(), *t, *pos, end - pos));
+                }
+            }
+        }
+        let total: f64 = media.segments.iter().map(|s| f64::from(s.duration)).sum();
+        let first = frames.first().map(|f| f.1).unwrap_or(0.0);
+        let mut peak = 0.0f64;
+        for (i, (uri, t, pos, len)) in frames.iter().enumerate() {
+            let next = frames.get(i + 1).map(|f| f.1 - first).unwrap_or(total);
+            let duration = next - (t - first);
+            peak = peak.max(*len as f64 * 8.0 / duration);
+            lines.push(format!("#EXTINF:{duration:.3},"));
+            lines.push(format!("#EXT-X-BYTERANGE:{len}@{pos}"));
+            lines.push(uri.clone());
+        }
+        lines.push("#EXT-X-ENDLIST".into());
+        let name = v.uri.replace(".m3u8", "_iframes.m3u8");
+        fs::write(dir.join(&name), lines.join("\n") + "\n").unwrap();
+        iframes.push(VariantStream {
+            is_i_frame: true,
+            uri: name,
+            bandwidth: peak.ceil() as u64,
+            codecs: v.codecs.as_ref().map(|c| c.split(',').next().unwrap().to_string()),
+            resolution: v.resolution,
+            ..Default::default()
+        });
+    }
+    master.variants.extend(iframes);
+    write_master(dir, &master);
+}
+
+/// Re-muxes one segment through the ffmpeg CLI with `args` between input and output, keeping
+/// its timestamps.
+fn remux_segment(dir: &Path, segment: &str, args: &[&str]) {
+    let from = dir.join(segment);
+    let tmp = dir.join(format!("tmp-{segment}"));
+    let mut all: Vec<String> = vec!["-copyts".into(), "-i".into(), from.display().to_string()];
+    all.extend(["-map", "0"].iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts"].iter().map(|s| s.to_string()));
+    all.push(tmp.display().to_string());
+    ffmpeg(&all);
+    fs::rename(tmp, from).unwrap();
+}
+
+fn first_segment_of(dir: &Path, playlist: &str, index: usize) -> String {
+    read_media(&dir.join(playlist)).segments[index].uri.clone()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn our_ladder_keeps_every_rule() {
+    let ladder = good_ladder();
+    let (report, status) = check(&ladder);
+    let text = run_worker(&["check".as_ref(), ladder.as_os_str()]).stdout;
+    println!("{text}");
+    save_report("ours", &text);
+    assert!(failed(&report).is_empty(), "our ladder breaks {:?}:\n{text}", failed(&report));
+    assert_eq!(status, 0, "exit status 0 when no MUST fails");
+    // Every rule was measured, none was skipped for want of data.
+    for f in report["findings"].as_array().unwrap() {
+        assert_eq!(f["verdict"], "pass", "{f}");
+    }
+}
+
+/// One hand-made break per rule, on a copy of the good ladder.
+fn assert_breaks(rule: &str, mutate: impl FnOnce(&Path)) {
+    let (_keep, dir) = copy_of_good();
+    mutate(&dir);
+    let (report, status) = check(&dir);
+    let failed = failed(&report);
+    assert!(
+        failed.contains(&rule.to_string()),
+        "rule {rule} must fail on its broken ladder; failed: {failed:?}\n{report:#}"
+    );
+    let must = !failed_musts(&report).is_empty();
+    assert_eq!(status, if must { 2 } else { 0 }, "exit status follows the MUSTs: {failed:?}");
+}
+
+#[test]
+fn a_missing_segment_fails_files() {
+    assert_breaks("files", |d| {
+        let seg = first_segment_of(d, "144p.m3u8", 1);
+        fs::remove_file(d.join(seg)).unwrap();
+    });
+}
+
+#[test]
+fn an_average_bandwidth_half_again_too_high_fails_1_26() {
+    assert_breaks("1.26", |d| {
+        edit_master(d, |m| {
+            let v = &mut m.variants[0];
+            v.average_bandwidth = v.average_bandwidth.map(|a| a * 3 / 2);
+        })
+    });
+}
+
+#[test]
+fn a_bandwidth_twice_the_peak_fails_1_27() {
+    assert_breaks("1.27", |d| edit_master(d, |m| m.variants[0].bandwidth *= 2));
+}
+
+#[test]
+fn a_segment_at_three_times_the_rate_of_the_others_fails_1_30() {
+    assert_breaks("1.30", |d| {
+        // MPEG-TS null packets (PID 0x1FFF), which demuxers skip: bytes without media.
+        let seg = d.join(first_segment_of(d, "240p.m3u8", 1));
+        let mut bytes = fs::read(&seg).unwrap();
+        let size = bytes.len();
+        let mut null = vec![0xffu8; 188];
+        null[..4].copy_from_slice(&[0x47, 0x1f, 0xff, 0x10]);
+        while bytes.len() < size * 5 {
+            bytes.extend_from_slice(&null);
+        }
+        fs::write(seg, bytes).unwrap();
+    });
+}
+
+#[test]
+fn a_bandwidth_below_the_average_fails_9_13() {
+    assert_breaks("9.13", |d| {
+        edit_master(d, |m| {
+            let v = &mut m.variants[0];
+            v.bandwidth = v.average_bandwidth.unwrap() * 9 / 10;
+        })
+    });
+}
+
+#[test]
+fn no_average_bandwidth_fails_9_14() {
+    assert_breaks("9.14", |d| edit_master(d, |m| m.variants[1].average_bandwidth = None));
+}
+
+/// A ladder made with 4 s key frame intervals and 4 s segments breaks 1.13, 7.5 and 7.6.
+fn long_gop_ladder() -> PathBuf {
+    static LADDER: OnceLock<TempDir> = OnceLock::new();
+    LADDER
+        .get_or_init(|| {
+            let dir = scratch_dir();
+            transcode_ok(
+                source(),
+                &dir.path().join("ladder"),
+                &[
+                    "--quality", "144p", "--preset", "ultrafast", "--thumbnail-time", "1",
+                    "--segment-seconds", "4", "--gop-seconds", "4",
+                ],
+            );
+            dir
+        })
+        .path()
+        .join("ladder")
+}
+
+#[test]
+fn key_frames_every_4_s_fail_1_13() {
+    let (report, _) = check(&long_gop_ladder());
+    assert_eq!(verdict(&report, "1.13"), "fail", "{report:#}");
+}
+
+#[test]
+fn a_4_s_target_duration_fails_7_5_and_4_s_segments_fail_7_6() {
+    let (report, status) = check(&long_gop_ladder());
+    assert_eq!(verdict(&report, "7.5"), "fail", "{report:#}");
+    assert_eq!(verdict(&report, "7.6"), "fail", "{report:#}");
+    // Only SHOULDs (and our missing I-frame playlists, if the output has none yet) break.
+    let musts: Vec<String> = failed_musts(&report).into_iter().filter(|r| r != "6.1").collect();
+    assert!(musts.is_empty(), "{musts:?}");
+    assert_eq!(status, if failed_musts(&report).is_empty() { 0 } else { 2 });
+}
+
+#[test]
+fn a_segment_that_starts_without_its_idr_fails_7_4() {
+    assert_breaks("7.4", |d| {
+        let seg = first_segment_of(d, "240p.m3u8", 1);
+        // Drop the IDR slices (NAL type 5) of that segment: it starts with a P or B picture.
+        remux_segment(d, &seg, &["-c", "copy", "-bsf:v", "filter_units=remove_types=5"]);
+    });
+}
+
+#[test]
+fn a_target_duration_of_7_s_fails_7_5() {
+    assert_breaks("7.5", |d| edit_all_media(d, |m| m.target_duration = 7));
+}
+
+#[test]
+fn segments_longer_than_the_target_by_more_than_half_a_second_fail_7_7() {
+    assert_breaks("7.7", |d| edit_all_media(d, |m| m.target_duration = 5));
+}
+
+#[test]
+fn extinf_durations_off_by_a_tenth_of_a_second_fail_8_1() {
+    assert_breaks("8.1", |d| {
+        edit_all_media(d, |m| {
+            m.segments[0].duration += 0.1;
+            m.segments[1].duration -= 0.1;
+        })
+    });
+}
+
+#[test]
+fn different_target_durations_fail_8_2() {
+    assert_breaks("8.2", |d| edit_media(d, "144p.m3u8", |m| m.target_duration = 7));
+}
+
+#[test]
+fn a_playlist_without_its_last_segment_fails_8_3() {
+    assert_breaks("8.3", |d| {
+        edit_media(d, "144p.m3u8", |m| {
+            m.segments.pop();
+        })
+    });
+}
+
+#[test]
+fn boundaries_moved_in_one_rendition_fail_8_22() {
+    assert_breaks("8.22", |d| {
+        edit_media(d, "144p.m3u8", |m| {
+            m.segments[0].duration -= 0.2;
+            m.segments[1].duration += 0.2;
+        })
+    });
+}
+
+#[test]
+fn a_media_playlist_without_playlist_type_fails_8_6() {
+    assert_breaks("8.6", |d| edit_media(d, "240p.m3u8", |m| m.playlist_type = None));
+}
+
+#[test]
+fn codecs_that_name_another_profile_fail_9_1() {
+    assert_breaks("9.1", |d| {
+        edit_master(d, |m| m.variants[0].codecs = Some("avc1.42e00a,mp4a.40.2".into()))
+    });
+}
+
+#[test]
+fn no_codecs_fails_9_1() {
+    assert_breaks("9.1", |d| edit_master(d, |m| m.variants[1].codecs = None));
+}
+
+#[test]
+fn no_resolution_fails_9_2() {
+    assert_breaks("9.2", |d| edit_master(d, |m| m.variants[0].resolution = None));
+}
+
+#[test]
+fn no_independent_segments_tag_fails_9_11() {
+    assert_breaks("9.11", |d| edit_master(d, |m| m.independent_segments = false));
+}
+
+#[test]
+fn no_frame_rate_fails_9_15() {
+    assert_breaks("9.15", |d| edit_master(d, |m| m.variants[1].frame_rate = None));
+}
+
+#[test]
+fn no_iframe_playlists_fails_6_1() {
+    assert_breaks("6.1", |d| edit_master(d, |m| m.variants.retain(|v| !v.is_i_frame)));
+}
+
+#[test]
+fn an_iframe_playlist_without_iframes_only_fails_6_8() {
+    assert_breaks("6.8", |d| {
+        let uri = read_master(d).variants.iter().find(|v| v.is_i_frame).unwrap().uri.clone();
+        let text = fs::read_to_string(d.join(&uri)).unwrap();
+        fs::write(d.join(&uri), text.replace("#EXT-X-I-FRAMES-ONLY\n", "")).unwrap();
+    });
+}
+
+#[test]
+fn an_iframe_stream_without_codecs_fails_9_3() {
+    assert_breaks("9.3", |d| {
+        edit_master(d, |m| {
+            m.variants.iter_mut().filter(|v| v.is_i_frame).for_each(|v| v.codecs = None)
+        })
+    });
+}
+
+#[test]
+fn an_iframe_stream_without_resolution_fails_9_4() {
+    assert_breaks("9.4", |d| {
+        edit_master(d, |m| {
+            m.variants.iter_mut().filter(|v| v.is_i_frame).for_each(|v| v.resolution = None)
+        })
+    });
+}
+
+#[test]
+fn avc3_in_codecs_fails_1_10() {
+    assert_breaks("1.10", |d| {
+        edit_master(d, |m| {
+            for v in &mut m.variants {
+                v.codecs = v.codecs.as_ref().map(|c| c.replace("avc1", "avc3"));
+            }
+        })
+    });
+}
+
+#[test]
+fn mono_audio_only_fails_2_3() {
+    assert_breaks("2.3", |d| {
+        for playlist in variant_playlists(d) {
+            for s in read_media(&d.join(&playlist)).segments {
+                remux_segment(d, &s.uri, &["-c:v", "copy", "-c:a", "aac", "-ac", "1"]);
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ffmpeg CLI's own ladder
+// ---------------------------------------------------------------------------------------------
+
+/// Where a run's text report is kept for the README (target/check-reports/<name>.txt).
+fn save_report(name: &str, text: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/check-reports");
+    let _ = fs::create_dir_all(&dir);
+    let _ = fs::write(dir.join(format!("{name}.txt")), text);
+}
+
+/// A typical two-rung ladder command with the hls muxer: one encode, var_stream_map, a master
+/// playlist, 2 s GOPs without scene cuts, 6 s VOD segments.
+fn ffmpeg_ladder(ffmpeg_bin: &Path, out: &Path) {
+    fs::create_dir_all(out).unwrap();
+    let status = Command::new(ffmpeg_bin)
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+        .arg(source())
+        .args([
+            "-filter_complex",
+            "[0:v]split=2[a][b];[a]scale=-2:240[v0];[b]scale=-2:144[v1]",
+            "-map", "[v0]", "-map", "0:a", "-map", "[v1]", "-map", "0:a",
+            "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high",
+            "-b:v:0", "400k", "-maxrate:v:0", "440k", "-bufsize:v:0", "800k",
+            "-b:v:1", "200k", "-maxrate:v:1", "220k", "-bufsize:v:1", "400k",
+            "-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
+            "-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod",
+            "-hls_segment_filename",
+        ])
+        .arg(out.join("v%v_%03d.ts"))
+        .args(["-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,a:0 v:1,a:1"])
+        .arg(out.join("v%v.m3u8"))
+        .status()
+        .expect("run the ffmpeg CLI");
+    assert!(status.success(), "{} failed", ffmpeg_bin.display());
+}
+
+fn check_ffmpeg_ladder(name: &str, ffmpeg_bin: &Path) -> Value {
+    let dir = scratch_dir();
+    let out = dir.path().join("ladder");
+    ffmpeg_ladder(ffmpeg_bin, &out);
+    let (report, status) = check(&out);
+    let text = run_worker(&["check".as_ref(), out.as_os_str()]).stdout;
+    println!("{name}:\n{text}");
+    save_report(name, &text);
+    assert_eq!(verdict(&report, "files"), "pass", "{text}");
+    // The hls muxer writes no I-frame playlists: a MUST broken, and the exit status says so.
+    assert_eq!(verdict(&report, "6.1"), "fail", "{text}");
+    assert_eq!(status, 2, "{text}");
+    report
+}
+
+#[test]
+fn debian_ffmpeg_cli_ladder_is_measured_and_its_breaks_reported() {
+    let report = check_ffmpeg_ladder("ffmpeg5", Path::new("ffmpeg"));
+    // Its segments start with IDRs on the 2 s grid it was told to use.
+    assert_eq!(verdict(&report, "7.4"), "pass");
+    assert_eq!(verdict(&report, "1.13"), "pass");
+}
+
+#[test]
+fn ffmpeg7_cli_ladder_is_measured_and_its_breaks_reported() {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/ffmpeg7");
+    if !bin.exists() {
+        // setup.sh installs it; CI must not pass without it.
+        assert!(std::env::var_os("CI").is_none(), "no {} (run scripts/setup.sh)", bin.display());
+        eprintln!("skipped: no {} (run scripts/setup.sh)", bin.display());
+        return;
+    }
+    let report = check_ffmpeg_ladder("ffmpeg7", &bin);
+    assert_eq!(verdict(&report, "7.4"), "pass");
+}
