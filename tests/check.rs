@@ -40,7 +40,14 @@ fn good_ladder() -> PathBuf {
             transcode_ok(
                 source(),
                 &out,
-                &["--quality", "240p,144p", "--preset", "ultrafast", "--thumbnail-time", "1"],
+                &[
+                    "--quality",
+                    "240p,144p",
+                    "--preset",
+                    "ultrafast",
+                    "--thumbnail-time",
+                    "1",
+                ],
             );
             add_iframe_playlists(&out);
             dir
@@ -64,8 +71,12 @@ fn copy_of_good() -> (TempDir, PathBuf) {
 /// `video-worker check <dir> --json`: the report and the exit status.
 fn check(dir: &Path) -> (Value, i32) {
     let run = run_worker(&["check".as_ref(), dir.as_os_str(), "--json".as_ref()]);
-    let report: Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("check --json must print one object ({e}): {}", run.describe()));
+    let report: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "check --json must print one object ({e}): {}",
+            run.describe()
+        )
+    });
     (report, run.status.code().unwrap_or(-1))
 }
 
@@ -187,13 +198,21 @@ fn add_iframe_playlists(dir: &Path) {
                 .lines()
                 .filter_map(|l| {
                     let f: Vec<&str> = l.split(',').collect();
-                    Some((f[0].parse().ok()?, f[1].parse().ok()?, f[2].starts_with('K')))
+                    Some((
+                        f[0].parse().ok()?,
+                        f[1].parse().ok()?,
+                        f[2].starts_with('K'),
+                    ))
                 })
                 .collect();
             let size = fs::metadata(dir.join(&s.uri)).unwrap().len();
             for (i, (t, pos, key)) in packets.iter().enumerate() {
                 if *key {
-                    let end = packets[i + 1..].iter().map(|p| p.1).find(|p| p > pos).unwrap_or(size);
+                    let end = packets[i + 1..]
+                        .iter()
+                        .map(|p| p.1)
+                        .find(|p| p > pos)
+                        .unwrap_or(size);
                     frames.push((s.uri.clone(), *t, *pos, end - pos));
                 }
             }
@@ -216,7 +235,10 @@ fn add_iframe_playlists(dir: &Path) {
             is_i_frame: true,
             uri: name,
             bandwidth: peak.ceil() as u64,
-            codecs: v.codecs.as_ref().map(|c| c.split(',').next().unwrap().to_string()),
+            codecs: v
+                .codecs
+                .as_ref()
+                .map(|c| c.split(',').next().unwrap().to_string()),
             resolution: v.resolution,
             ..Default::default()
         });
@@ -233,7 +255,11 @@ fn remux_segment(dir: &Path, segment: &str, args: &[&str]) {
     let mut all: Vec<String> = vec!["-copyts".into(), "-i".into(), from.display().to_string()];
     all.extend(["-map", "0"].iter().map(|s| s.to_string()));
     all.extend(args.iter().map(|s| s.to_string()));
-    all.extend(["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts"].iter().map(|s| s.to_string()));
+    all.extend(
+        ["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     all.push(tmp.display().to_string());
     ffmpeg(&all);
     fs::rename(tmp, from).unwrap();
@@ -254,7 +280,11 @@ fn our_ladder_keeps_every_rule() {
     let text = run_worker(&["check".as_ref(), ladder.as_os_str()]).stdout;
     println!("{text}");
     save_report("ours", &text);
-    assert!(failed(&report).is_empty(), "our ladder breaks {:?}:\n{text}", failed(&report));
+    assert!(
+        failed(&report).is_empty(),
+        "our ladder breaks {:?}:\n{text}",
+        failed(&report)
+    );
     assert_eq!(status, 0, "exit status 0 when no MUST fails");
     // Every rule was measured, none was skipped for want of data.
     for f in report["findings"].as_array().unwrap() {
@@ -273,7 +303,11 @@ fn assert_breaks(rule: &str, mutate: impl FnOnce(&Path)) {
         "rule {rule} must fail on its broken ladder; failed: {failed:?}\n{report:#}"
     );
     let must = !failed_musts(&report).is_empty();
-    assert_eq!(status, if must { 2 } else { 0 }, "exit status follows the MUSTs: {failed:?}");
+    assert_eq!(
+        status,
+        if must { 2 } else { 0 },
+        "exit status follows the MUSTs: {failed:?}"
+    );
 }
 
 #[test]
@@ -327,7 +361,9 @@ fn a_bandwidth_below_the_average_fails_9_13() {
 
 #[test]
 fn no_average_bandwidth_fails_9_14() {
-    assert_breaks("9.14", |d| edit_master(d, |m| m.variants[1].average_bandwidth = None));
+    assert_breaks("9.14", |d| {
+        edit_master(d, |m| m.variants[1].average_bandwidth = None)
+    });
 }
 
 /// A ladder made with 4 s key frame intervals and 4 s segments breaks 1.13, 7.5 and 7.6.
@@ -340,8 +376,16 @@ fn long_gop_ladder() -> PathBuf {
                 source(),
                 &dir.path().join("ladder"),
                 &[
-                    "--quality", "144p", "--preset", "ultrafast", "--thumbnail-time", "1",
-                    "--segment-seconds", "4", "--gop-seconds", "4",
+                    "--quality",
+                    "144p",
+                    "--preset",
+                    "ultrafast",
+                    "--thumbnail-time",
+                    "1",
+                    "--segment-seconds",
+                    "4",
+                    "--gop-seconds",
+                    "4",
                 ],
             );
             dir
@@ -362,9 +406,19 @@ fn a_4_s_target_duration_fails_7_5_and_4_s_segments_fail_7_6() {
     assert_eq!(verdict(&report, "7.5"), "fail", "{report:#}");
     assert_eq!(verdict(&report, "7.6"), "fail", "{report:#}");
     // Only SHOULDs (and our missing I-frame playlists, if the output has none yet) break.
-    let musts: Vec<String> = failed_musts(&report).into_iter().filter(|r| r != "6.1").collect();
+    let musts: Vec<String> = failed_musts(&report)
+        .into_iter()
+        .filter(|r| r != "6.1")
+        .collect();
     assert!(musts.is_empty(), "{musts:?}");
-    assert_eq!(status, if failed_musts(&report).is_empty() { 0 } else { 2 });
+    assert_eq!(
+        status,
+        if failed_musts(&report).is_empty() {
+            0
+        } else {
+            2
+        }
+    );
 }
 
 #[test]
@@ -372,7 +426,11 @@ fn a_segment_that_starts_without_its_idr_fails_7_4() {
     assert_breaks("7.4", |d| {
         let seg = first_segment_of(d, "240p.m3u8", 1);
         // Drop the IDR slices (NAL type 5) of that segment: it starts with a P or B picture.
-        remux_segment(d, &seg, &["-c", "copy", "-bsf:v", "filter_units=remove_types=5"]);
+        remux_segment(
+            d,
+            &seg,
+            &["-c", "copy", "-bsf:v", "filter_units=remove_types=5"],
+        );
     });
 }
 
@@ -398,7 +456,9 @@ fn extinf_durations_off_by_a_tenth_of_a_second_fail_8_1() {
 
 #[test]
 fn different_target_durations_fail_8_2() {
-    assert_breaks("8.2", |d| edit_media(d, "144p.m3u8", |m| m.target_duration = 7));
+    assert_breaks("8.2", |d| {
+        edit_media(d, "144p.m3u8", |m| m.target_duration = 7)
+    });
 }
 
 #[test]
@@ -422,13 +482,17 @@ fn boundaries_moved_in_one_rendition_fail_8_22() {
 
 #[test]
 fn a_media_playlist_without_playlist_type_fails_8_6() {
-    assert_breaks("8.6", |d| edit_media(d, "240p.m3u8", |m| m.playlist_type = None));
+    assert_breaks("8.6", |d| {
+        edit_media(d, "240p.m3u8", |m| m.playlist_type = None)
+    });
 }
 
 #[test]
 fn codecs_that_name_another_profile_fail_9_1() {
     assert_breaks("9.1", |d| {
-        edit_master(d, |m| m.variants[0].codecs = Some("avc1.42e00a,mp4a.40.2".into()))
+        edit_master(d, |m| {
+            m.variants[0].codecs = Some("avc1.42e00a,mp4a.40.2".into())
+        })
     });
 }
 
@@ -439,28 +503,42 @@ fn no_codecs_fails_9_1() {
 
 #[test]
 fn no_resolution_fails_9_2() {
-    assert_breaks("9.2", |d| edit_master(d, |m| m.variants[0].resolution = None));
+    assert_breaks("9.2", |d| {
+        edit_master(d, |m| m.variants[0].resolution = None)
+    });
 }
 
 #[test]
 fn no_independent_segments_tag_fails_9_11() {
-    assert_breaks("9.11", |d| edit_master(d, |m| m.independent_segments = false));
+    assert_breaks("9.11", |d| {
+        edit_master(d, |m| m.independent_segments = false)
+    });
 }
 
 #[test]
 fn no_frame_rate_fails_9_15() {
-    assert_breaks("9.15", |d| edit_master(d, |m| m.variants[1].frame_rate = None));
+    assert_breaks("9.15", |d| {
+        edit_master(d, |m| m.variants[1].frame_rate = None)
+    });
 }
 
 #[test]
 fn no_iframe_playlists_fails_6_1() {
-    assert_breaks("6.1", |d| edit_master(d, |m| m.variants.retain(|v| !v.is_i_frame)));
+    assert_breaks("6.1", |d| {
+        edit_master(d, |m| m.variants.retain(|v| !v.is_i_frame))
+    });
 }
 
 #[test]
 fn an_iframe_playlist_without_iframes_only_fails_6_8() {
     assert_breaks("6.8", |d| {
-        let uri = read_master(d).variants.iter().find(|v| v.is_i_frame).unwrap().uri.clone();
+        let uri = read_master(d)
+            .variants
+            .iter()
+            .find(|v| v.is_i_frame)
+            .unwrap()
+            .uri
+            .clone();
         let text = fs::read_to_string(d.join(&uri)).unwrap();
         fs::write(d.join(&uri), text.replace("#EXT-X-I-FRAMES-ONLY\n", "")).unwrap();
     });
@@ -470,7 +548,10 @@ fn an_iframe_playlist_without_iframes_only_fails_6_8() {
 fn an_iframe_stream_without_codecs_fails_9_3() {
     assert_breaks("9.3", |d| {
         edit_master(d, |m| {
-            m.variants.iter_mut().filter(|v| v.is_i_frame).for_each(|v| v.codecs = None)
+            m.variants
+                .iter_mut()
+                .filter(|v| v.is_i_frame)
+                .for_each(|v| v.codecs = None)
         })
     });
 }
@@ -479,7 +560,10 @@ fn an_iframe_stream_without_codecs_fails_9_3() {
 fn an_iframe_stream_without_resolution_fails_9_4() {
     assert_breaks("9.4", |d| {
         edit_master(d, |m| {
-            m.variants.iter_mut().filter(|v| v.is_i_frame).for_each(|v| v.resolution = None)
+            m.variants
+                .iter_mut()
+                .filter(|v| v.is_i_frame)
+                .for_each(|v| v.resolution = None)
         })
     });
 }
@@ -527,17 +611,61 @@ fn ffmpeg_ladder(ffmpeg_bin: &Path, out: &Path) {
         .args([
             "-filter_complex",
             "[0:v]split=2[a][b];[a]scale=-2:240[v0];[b]scale=-2:144[v1]",
-            "-map", "[v0]", "-map", "0:a", "-map", "[v1]", "-map", "0:a",
-            "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high",
-            "-b:v:0", "400k", "-maxrate:v:0", "440k", "-bufsize:v:0", "800k",
-            "-b:v:1", "200k", "-maxrate:v:1", "220k", "-bufsize:v:1", "400k",
-            "-g", "50", "-keyint_min", "50", "-sc_threshold", "0",
-            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000",
-            "-f", "hls", "-hls_time", "6", "-hls_playlist_type", "vod",
+            "-map",
+            "[v0]",
+            "-map",
+            "0:a",
+            "-map",
+            "[v1]",
+            "-map",
+            "0:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "high",
+            "-b:v:0",
+            "400k",
+            "-maxrate:v:0",
+            "440k",
+            "-bufsize:v:0",
+            "800k",
+            "-b:v:1",
+            "200k",
+            "-maxrate:v:1",
+            "220k",
+            "-bufsize:v:1",
+            "400k",
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            "-ar",
+            "48000",
+            "-f",
+            "hls",
+            "-hls_time",
+            "6",
+            "-hls_playlist_type",
+            "vod",
             "-hls_segment_filename",
         ])
         .arg(out.join("v%v_%03d.ts"))
-        .args(["-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,a:0 v:1,a:1"])
+        .args([
+            "-master_pl_name",
+            "master.m3u8",
+            "-var_stream_map",
+            "v:0,a:0 v:1,a:1",
+        ])
         .arg(out.join("v%v.m3u8"))
         .status()
         .expect("run the ffmpeg CLI");
@@ -578,7 +706,11 @@ fn ffmpeg7_cli_ladder_is_measured_and_its_breaks_reported() {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/ffmpeg7");
     if !bin.exists() {
         // setup.sh installs it; CI must not pass without it.
-        assert!(std::env::var_os("CI").is_none(), "no {} (run scripts/setup.sh)", bin.display());
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no {} (run scripts/setup.sh)",
+            bin.display()
+        );
         eprintln!("skipped: no {} (run scripts/setup.sh)", bin.display());
         return;
     }

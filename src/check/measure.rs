@@ -82,7 +82,13 @@ pub fn measure(master: &Path) -> Result<Ladder, MeasureError> {
         .variants
         .iter()
         .map(|v| (v.uri.clone(), false))
-        .chain(ladder.master.audio.iter().filter_map(|a| Some((a.uri.clone()?, false))))
+        .chain(
+            ladder
+                .master
+                .audio
+                .iter()
+                .filter_map(|a| Some((a.uri.clone()?, false))),
+        )
         .chain(
             ladder
                 .master
@@ -316,9 +322,8 @@ impl VideoProbe {
             .and_then(|c| c.decoder().video())
             .map_err(|e| format!("video decoder: {e}"))?;
         let hevc = id == codec::Id::HEVC;
-        let fourcc = (details.tag != 0 && is_mp4).then(|| {
-            String::from_utf8_lossy(&details.tag.to_le_bytes()).into_owned()
-        });
+        let fourcc = (details.tag != 0 && is_mp4)
+            .then(|| String::from_utf8_lossy(&details.tag.to_le_bytes()).into_owned());
         let avcc = details.extradata.first() == Some(&1);
         let codec = match id {
             codec::Id::H264 if avcc && details.extradata.len() >= 4 => format!(
@@ -379,7 +384,10 @@ impl VideoProbe {
         } else {
             self.frame_ticks
         };
-        self.max_end = Some(self.max_end.map_or(pts + duration, |m| m.max(pts + duration)));
+        self.max_end = Some(
+            self.max_end
+                .map_or(pts + duration, |m| m.max(pts + duration)),
+        );
         if p.is_key() {
             self.track.keyframes.push(secs(pts, self.time_base));
         }
@@ -514,7 +522,10 @@ impl AudioProbe {
     fn finish(mut self) -> Option<AudioTrack> {
         let tb = self.time_base;
         self.track.start = secs(self.min_pts?, tb);
-        self.track.end = self.max_end.map(|t| secs(t, tb)).unwrap_or(self.track.start);
+        self.track.end = self
+            .max_end
+            .map(|t| secs(t, tb))
+            .unwrap_or(self.track.start);
         Some(self.track)
     }
 }
@@ -529,6 +540,11 @@ fn aac_object_type(d: &ffi::CodecDetails) -> u8 {
         3 => 4,
         4 => 5,
         28 => 29,
-        _ => d.extradata.first().map(|b| b >> 3).filter(|t| *t > 0).unwrap_or(2),
+        _ => d
+            .extradata
+            .first()
+            .map(|b| b >> 3)
+            .filter(|t| *t > 0)
+            .unwrap_or(2),
     }
 }

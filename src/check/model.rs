@@ -128,7 +128,9 @@ impl Ladder {
     /// The media playlists that variants and audio renditions play (I-frame playlists not
     /// included).
     pub fn playback_media(&self) -> impl Iterator<Item = &Media> {
-        self.media.iter().filter(|m| !m.i_frames_only && !self.is_iframe_uri(&m.uri))
+        self.media
+            .iter()
+            .filter(|m| !m.i_frames_only && !self.is_iframe_uri(&m.uri))
     }
 
     fn is_iframe_uri(&self, uri: &str) -> bool {

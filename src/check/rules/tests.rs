@@ -77,7 +77,10 @@ fn good() -> Ladder {
                 variant("360p", 600_000, 640, 360),
                 variant("240p", 300_000, 426, 240),
             ],
-            iframe_variants: vec![iframe_variant("360p", 640, 360), iframe_variant("240p", 426, 240)],
+            iframe_variants: vec![
+                iframe_variant("360p", 640, 360),
+                iframe_variant("240p", 426, 240),
+            ],
             audio: vec![],
         },
         media: vec![
@@ -102,7 +105,14 @@ fn failed(l: &Ladder) -> Vec<&'static str> {
 fn the_good_ladder_keeps_every_rule() {
     let l = good();
     for f in evaluate(&l) {
-        assert_eq!(f.verdict, Verdict::Pass, "{} {}: {:?}", f.rule, f.measured, f.failures);
+        assert_eq!(
+            f.verdict,
+            Verdict::Pass,
+            "{} {}: {:?}",
+            f.rule,
+            f.measured,
+            f.failures
+        );
     }
 }
 
@@ -111,8 +121,12 @@ fn the_good_ladder_keeps_every_rule() {
 fn each_rule_fails_on_its_own_mutation() {
     type Mutation = fn(&mut Ladder);
     let cases: &[(&str, Mutation)] = &[
-        ("files", |l| l.unreadable.push(("360p_001.ts".into(), "gone".into()))),
-        ("1.26", |l| l.master.variants[0].average_bandwidth = Some(1_200_000)),
+        ("files", |l| {
+            l.unreadable.push(("360p_001.ts".into(), "gone".into()))
+        }),
+        ("1.26", |l| {
+            l.master.variants[0].average_bandwidth = Some(1_200_000)
+        }),
         ("1.27", |l| l.master.variants[0].bandwidth = 2_000_000),
         ("1.30", |l| {
             // One 6 s segment at 3× the others, declared honestly.
@@ -131,7 +145,14 @@ fn each_rule_fails_on_its_own_mutation() {
             }
         }),
         ("7.4", |l| {
-            l.media[0].segments[2].media.as_mut().unwrap().video.as_mut().unwrap().starts_with_idr = false
+            l.media[0].segments[2]
+                .media
+                .as_mut()
+                .unwrap()
+                .video
+                .as_mut()
+                .unwrap()
+                .starts_with_idr = false
         }),
         ("7.5", |l| {
             for m in &mut l.media {
@@ -142,10 +163,23 @@ fn each_rule_fails_on_its_own_mutation() {
             for m in &mut l.media[..2] {
                 m.segments[0].duration = 5.0;
                 m.segments[1].duration = 7.0;
-                let v = m.segments[1].media.as_mut().unwrap().video.as_mut().unwrap();
+                let v = m.segments[1]
+                    .media
+                    .as_mut()
+                    .unwrap()
+                    .video
+                    .as_mut()
+                    .unwrap();
                 v.start -= 1.0;
                 v.keyframes = vec![v.start, v.start + 2.0, v.start + 4.0, v.start + 6.0];
-                m.segments[0].media.as_mut().unwrap().video.as_mut().unwrap().end -= 1.0;
+                m.segments[0]
+                    .media
+                    .as_mut()
+                    .unwrap()
+                    .video
+                    .as_mut()
+                    .unwrap()
+                    .end -= 1.0;
                 m.target_duration = 7;
             }
             for m in &mut l.media {
@@ -172,7 +206,9 @@ fn each_rule_fails_on_its_own_mutation() {
             l.media[1].segments[1].duration = 6.1;
         }),
         ("8.6", |l| l.media[2].playlist_type = None),
-        ("9.1", |l| l.master.variants[1].codecs = Some("avc1.64001f,mp4a.40.2".into())),
+        ("9.1", |l| {
+            l.master.variants[1].codecs = Some("avc1.64001f,mp4a.40.2".into())
+        }),
         ("9.2", |l| l.master.variants[0].resolution = None),
         ("9.11", |l| l.master.independent_segments = false),
         ("9.15", |l| l.master.variants[1].frame_rate = None),
@@ -180,7 +216,9 @@ fn each_rule_fails_on_its_own_mutation() {
         ("6.8", |l| l.media[3].i_frames_only = false),
         ("9.3", |l| l.master.iframe_variants[0].codecs = None),
         ("9.4", |l| l.master.iframe_variants[1].resolution = None),
-        ("1.10", |l| l.master.variants[0].codecs = Some("avc3.64001e,mp4a.40.2".into())),
+        ("1.10", |l| {
+            l.master.variants[0].codecs = Some("avc3.64001e,mp4a.40.2".into())
+        }),
         ("2.3", |l| {
             for m in &mut l.media {
                 for s in &mut m.segments {
@@ -217,6 +255,12 @@ fn peak_bit_rate_takes_runs_of_half_to_one_and_a_half_target_durations() {
         segments: vec![seg(6.0, 750_000), seg(6.0, 1_000_000), seg(1.0, 250_000)],
         ..Default::default()
     };
-    assert_eq!(m.peak_bit_rate().round(), (1_250_000.0f64 * 8.0 / 7.0).round());
-    assert_eq!(m.average_bit_rate().round(), (2_000_000.0f64 * 8.0 / 13.0).round());
+    assert_eq!(
+        m.peak_bit_rate().round(),
+        (1_250_000.0f64 * 8.0 / 7.0).round()
+    );
+    assert_eq!(
+        m.average_bit_rate().round(),
+        (2_000_000.0f64 * 8.0 / 13.0).round()
+    );
 }
