@@ -161,6 +161,29 @@ impl Ladder {
     }
 }
 
+impl Ladder {
+    /// The presentation time of the ladder's first video frame (its earliest video segment).
+    pub fn video_start(&self) -> Option<f64> {
+        self.playback_media()
+            .filter_map(|m| m.video().map(|v| v.start))
+            .reduce(f64::min)
+    }
+
+    /// The unit "one frame" means for `m`'s timing: a video frame, or for an audio-only playlist
+    /// the longer of a video frame and one AAC frame (1024 samples), since audio can only be cut
+    /// at whole audio frames and so lands up to one of them off the video grid.
+    pub fn time_unit(&self, m: &Media) -> f64 {
+        let frame = self.frame_duration();
+        if m.has_video() {
+            return frame;
+        }
+        m.audio()
+            .filter(|a| a.sample_rate > 0)
+            .map(|a| frame.max(1024.0 / f64::from(a.sample_rate)))
+            .unwrap_or(frame)
+    }
+}
+
 impl Media {
     pub fn total_duration(&self) -> f64 {
         self.segments.iter().map(|s| s.duration).sum()

@@ -97,10 +97,10 @@ pub(super) fn r7_5(l: &Ladder) -> Outcome {
 }
 
 pub(super) fn r7_6(l: &Ladder) -> Outcome {
-    let tolerance = l.frame_duration() + EPSILON;
     let mut worst: Option<(f64, String)> = None;
     let mut failures = Vec::new();
     for m in l.playback_media() {
+        let tolerance = l.time_unit(m) + EPSILON;
         let n = m.segments.len();
         // The last segment holds whatever remains.
         for s in m.segments.iter().take(n.saturating_sub(1)) {
@@ -124,16 +124,18 @@ pub(super) fn r7_6(l: &Ladder) -> Outcome {
 }
 
 /// A segment's real duration: from its first frame to the next segment's (or to its end).
-pub(super) fn actual_durations(m: &Media) -> Vec<Option<f64>> {
-    let starts = track_starts(m);
+pub(super) fn actual_durations(l: &Ladder, m: &Media) -> Vec<Option<f64>> {
+    let starts = track_starts(l, m);
     (0..m.segments.len())
         .map(|i| Some(starts.get(i + 1).copied().flatten()? - starts[i]?))
         .collect()
 }
 
 /// Start of each segment and, last, the end of the last one: video times when the playlist
-/// has video, audio times otherwise.
-pub(super) fn track_starts(m: &Media) -> Vec<Option<f64>> {
+/// has video, audio times otherwise. An audio playlist's content starts no earlier than the
+/// ladder's first video frame: the AAC encoder's priming (1024 samples stamped before it) is
+/// not content, and muxed audio is not timed by it either.
+pub(super) fn track_starts(l: &Ladder, m: &Media) -> Vec<Option<f64>> {
     let video = m.has_video();
     let span = |s: &Segment| -> Option<(f64, f64)> {
         let media = s.media.as_ref()?;
@@ -145,6 +147,9 @@ pub(super) fn track_starts(m: &Media) -> Vec<Option<f64>> {
     };
     let mut starts: Vec<Option<f64>> = m.segments.iter().map(|s| span(s).map(|x| x.0)).collect();
     starts.push(m.segments.last().and_then(|s| span(s).map(|x| x.1)));
+    if let (false, Some(origin), Some(Some(first))) = (video, l.video_start(), starts.first_mut()) {
+        *first = first.max(origin);
+    }
     starts
 }
 
@@ -152,7 +157,7 @@ pub(super) fn r7_7(l: &Ladder) -> Outcome {
     let mut worst: Option<(f64, String)> = None;
     let mut failures = Vec::new();
     for m in l.playback_media() {
-        let actual = actual_durations(m);
+        let actual = actual_durations(l, m);
         for (s, a) in m.segments.iter().zip(actual) {
             let longest = a.unwrap_or(0.0).max(s.duration);
             let over = longest - m.target_duration as f64;
@@ -175,11 +180,10 @@ pub(super) fn r7_7(l: &Ladder) -> Outcome {
 }
 
 pub(super) fn r8_1(l: &Ladder) -> Outcome {
-    let frame = l.frame_duration();
     let mut worst: Option<(f64, String)> = None;
     let mut failures = Vec::new();
     for m in l.playback_media() {
-        let starts = track_starts(m);
+        let starts = track_starts(l, m);
         if starts.iter().any(Option::is_none) || starts.len() < 2 {
             continue;
         }
@@ -194,15 +198,7 @@ pub(super) fn r8_1(l: &Ladder) -> Outcome {
             lo = lo.min(e);
             hi = hi.max(e);
         }
-        // Audio-only playlists: audio is cut at whole AAC frames, its own unit of time.
-        let unit = if m.has_video() {
-            frame
-        } else {
-            m.audio()
-                .filter(|a| a.sample_rate > 0)
-                .map(|a| frame.max(1024.0 / a.sample_rate as f64))
-                .unwrap_or(frame)
-        };
+        let unit = l.time_unit(m);
         let err = hi - lo;
         let line = format!(
             "{}: EXTINF sums drift {:.1} ms from the media (one frame: {:.1} ms)",
@@ -243,7 +239,11 @@ pub(super) fn r8_2(l: &Ladder) -> Outcome {
 }
 
 pub(super) fn r8_3(l: &Ladder) -> Outcome {
-    let frame = l.frame_duration();
+    // Audio playlists end on a whole AAC frame: the coarsest playlist's unit is the tolerance.
+    let unit = l
+        .playback_media()
+        .map(|m| l.time_unit(m))
+        .fold(l.frame_duration(), f64::max);
     let all: Vec<(&str, f64)> = l
         .playback_media()
         .map(|m| (m.uri.as_str(), m.total_duration()))
@@ -263,7 +263,7 @@ pub(super) fn r8_3(l: &Ladder) -> Outcome {
         lo.1,
         spread * 1000.0
     );
-    let failures = if spread > frame + EPSILON {
+    let failures = if spread > unit + EPSILON {
         vec![line.clone()]
     } else {
         vec![]
@@ -272,7 +272,6 @@ pub(super) fn r8_3(l: &Ladder) -> Outcome {
 }
 
 pub(super) fn r8_22(l: &Ladder) -> Outcome {
-    let frame = l.frame_duration();
     let all: Vec<&Media> = l.playback_media().collect();
     let Some(reference) = all.first() else {
         return Outcome::na("no media playlists");
@@ -310,7 +309,7 @@ pub(super) fn r8_22(l: &Ladder) -> Outcome {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0, f64::max);
         worst = worst.max(off);
-        if off > frame + EPSILON {
+        if off > l.time_unit(reference).max(l.time_unit(m)) + EPSILON {
             failures.push(format!(
                 "{}: a boundary {:.1} ms from {}'s",
                 m.uri,
