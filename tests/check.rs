@@ -151,20 +151,21 @@ fn edit_media(dir: &Path, name: &str, edit: impl FnOnce(&mut MediaPlaylist)) {
     fs::write(path, out).unwrap();
 }
 
-/// The variants' (not I-frame) media playlists.
-fn variant_playlists(dir: &Path) -> Vec<String> {
-    read_master(dir)
+/// The media playlists players play: the variants' (not I-frame) and the audio renditions'.
+fn playback_playlists(dir: &Path) -> Vec<String> {
+    let master = read_master(dir);
+    let variants = master
         .variants
         .iter()
         .filter(|v| !v.is_i_frame)
-        .map(|v| v.uri.clone())
-        .collect()
+        .map(|v| v.uri.clone());
+    let renditions = master.alternatives.iter().filter_map(|a| a.uri.clone());
+    variants.chain(renditions).collect()
 }
 
 fn edit_all_media(dir: &Path, edit: impl Fn(&mut MediaPlaylist)) {
-    let master = read_master(dir);
-    for v in &master.variants {
-        edit_media(dir, &v.uri, &edit);
+    for uri in playback_playlists(dir) {
+        edit_media(dir, &uri, &edit);
     }
 }
 
@@ -613,7 +614,7 @@ fn avc3_in_codecs_fails_1_10() {
 #[test]
 fn mono_audio_only_fails_2_3() {
     assert_breaks("2.3", |d| {
-        for playlist in variant_playlists(d) {
+        for playlist in playback_playlists(d) {
             for s in read_media(&d.join(&playlist)).segments {
                 remux_segment(d, &s.uri, &["-c:v", "copy", "-c:a", "aac", "-ac", "1"]);
             }
