@@ -16,27 +16,32 @@ use tempfile::TempDir;
 
 use common::{ffmpeg, h264_aac_mp4, run_worker, scratch_dir, transcode_ok};
 
+/// Where the fixtures shared by this binary's tests live: statics are never dropped, so a
+/// `TempDir` would leak; this folder under target/tmp is emptied once per run instead.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("check-fixtures");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the fixtures folder");
+        dir
+    })
+}
+
 /// The source every ladder here is made from: 14 s of 320x240 at 25 fps with stereo AAC, so
 /// that 6 s segments give two full segments and a 2 s tail.
 fn source() -> &'static Path {
-    static SOURCE: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
-    &SOURCE
-        .get_or_init(|| {
-            let dir = scratch_dir();
-            let path = h264_aac_mp4(dir.path(), "source.mp4", 320, 240, 14.0);
-            (dir, path)
-        })
-        .1
+    static SOURCE: OnceLock<PathBuf> = OnceLock::new();
+    SOURCE.get_or_init(|| h264_aac_mp4(fixtures(), "source.mp4", 320, 240, 14.0))
 }
 
 /// Our ladder of the source (240p + 144p, Apple's 6 s segments and 2 s GOP), with I-frame
 /// playlists written next to it when the output has none yet (see `add_iframe_playlists`).
 fn good_ladder() -> PathBuf {
-    static LADDER: OnceLock<TempDir> = OnceLock::new();
+    static LADDER: OnceLock<PathBuf> = OnceLock::new();
     LADDER
         .get_or_init(|| {
-            let dir = scratch_dir();
-            let out = dir.path().join("ladder");
+            let out = fixtures().join("ladder");
             transcode_ok(
                 source(),
                 &out,
@@ -50,10 +55,9 @@ fn good_ladder() -> PathBuf {
                 ],
             );
             add_iframe_playlists(&out);
-            dir
+            out
         })
-        .path()
-        .join("ladder")
+        .clone()
 }
 
 /// A fresh copy of the good ladder for one test to break.
@@ -400,13 +404,13 @@ fn no_average_bandwidth_fails_9_14() {
 
 /// A ladder made with 4 s key frame intervals and 4 s segments breaks 1.13, 7.5 and 7.6.
 fn long_gop_ladder() -> PathBuf {
-    static LADDER: OnceLock<TempDir> = OnceLock::new();
+    static LADDER: OnceLock<PathBuf> = OnceLock::new();
     LADDER
         .get_or_init(|| {
-            let dir = scratch_dir();
+            let out = fixtures().join("long-gop");
             transcode_ok(
                 source(),
-                &dir.path().join("ladder"),
+                &out,
                 &[
                     "--quality",
                     "144p",
@@ -420,10 +424,9 @@ fn long_gop_ladder() -> PathBuf {
                     "4",
                 ],
             );
-            dir
+            out
         })
-        .path()
-        .join("ladder")
+        .clone()
 }
 
 #[test]
