@@ -177,18 +177,28 @@ async function hlsjsIFrames(src) {
   const buffered = [];
   iframes.on(Hls.Events.FRAG_BUFFERED, (_, d) => buffered.push(d.frag.start));
   const loaded = waitFor('LEVEL_LOADED', 20000, (done) => iframes.once(Hls.Events.LEVEL_LOADED, (_, d) => done(d)));
+  const bufferedMore = (what, before, ms) => waitFor(what, ms, (done) => {
+    const poll = setInterval(() => { if (buffered.length > before) { clearInterval(poll); done(); } }, 50);
+  });
+  // Scrubbing, as a UI does it: loadMediaAt(t) again until an I-frame for t is buffered (a call
+  // made while the I-frame player is still loading its playlist can be dropped).
+  const scrubTo = async (t) => {
+    for (let attempt = 1; ; attempt++) {
+      const before = buffered.length;
+      iframes.loadMediaAt(t);
+      try {
+        return await bufferedMore(`an I-frame at ${t.toFixed(2)} s`, before, 5000);
+      } catch (e) {
+        if (attempt === 4) throw e;
+      }
+    }
+  };
   iframes.loadMediaAt(0);
   const level = await loaded;
   const total = level.details.totalduration;
   const frames = level.details.fragments.length;
-  // Scrub: the start, the middle, near the end; each must buffer an I-frame.
-  for (const t of [0, total / 2, Math.max(0, total - 1)]) {
-    const before = buffered.length;
-    iframes.loadMediaAt(t);
-    await waitFor(`an I-frame at ${t.toFixed(2)} s`, 20000, (done) => {
-      const poll = setInterval(() => { if (buffered.length > before) { clearInterval(poll); done(); } }, 50);
-    });
-  }
+  // The start, the middle, near the end: each must buffer an I-frame.
+  for (const t of [0, total / 2, Math.max(0, total - 1)]) await scrubTo(t);
   iframes.destroy();
   hls.destroy();
   return { variants, frames, buffered, errors };
