@@ -263,10 +263,9 @@ fn the_publish_hook_refuses_a_ladder_without_iframe_playlists() {
     assert!(e.message.contains("rule 6.1"), "{}", e.message);
 }
 
-/// The one known break (`NOT_YET_MET`: an unreadable segment of the audio rendition) is
-/// reported but does not stop a job; the same rule broken in a video rendition does.
+/// An unreadable segment fails the publish hook, in the audio rendition as in a video one.
 #[test]
-fn the_publish_hook_lets_through_only_the_known_break_in_the_audio_rendition() {
+fn the_publish_hook_refuses_an_unreadable_segment_of_any_rendition() {
     let (_keep, dir) = copy_of_good();
     let audio = read_master(&dir).alternatives[0]
         .uri
@@ -277,7 +276,10 @@ fn the_publish_hook_lets_through_only_the_known_break_in_the_audio_rendition() {
     let size = fs::metadata(dir.join(&segment)).unwrap().len() as usize;
     fs::write(dir.join(&segment), vec![0u8; size]).unwrap();
     assert_eq!(verdict(&check(&dir).0, "files"), "fail");
-    assert_eq!(video_worker::check::before_publish(&dir), Ok(()));
+    let e = video_worker::check::before_publish(&dir).expect_err("an audio segment is unreadable");
+    assert!(e.message.contains("rule files"), "{}", e.message);
+
+    let (_keep, dir) = copy_of_good();
     fs::remove_file(dir.join(first_segment_of(&dir, "144p.m3u8", 1))).unwrap();
     let e = video_worker::check::before_publish(&dir).expect_err("a video segment is missing");
     assert!(e.message.contains("rule files"), "{}", e.message);

@@ -209,11 +209,14 @@ fn read_media(
         let measured = if iframe {
             None
         } else {
-            let url = match &init {
-                Some(i) => format!("concat:{i}|{url}"),
-                None => url,
+            // A TS segment is read as TS, as a player reads it (its playlist says so), not
+            // as whatever the probe guesses from its first bytes.
+            let (url, format) = match &init {
+                Some(i) => (format!("concat:{i}|{url}"), None),
+                None if s.uri.ends_with(".ts") => (url, Some("mpegts")),
+                None => (url, None),
             };
-            match probe_segment(&url) {
+            match probe_segment(&url, format) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     unreadable.push((format!("{uri}: {}", s.uri), e));
@@ -240,11 +243,16 @@ fn secs(ts: i64, tb: Rational) -> f64 {
 }
 
 /// Opens one segment and measures its first video and audio stream.
-fn probe_segment(url: &str) -> Result<SegmentMedia, String> {
+fn probe_segment(url: &str, format: Option<&str>) -> Result<SegmentMedia, String> {
     let mut opts = ffmpeg::Dictionary::new();
     opts.set("protocol_whitelist", PROTOCOL_WHITELIST);
     opts.set("format_whitelist", FORMAT_WHITELIST);
-    let mut input = format::input_with_dictionary(&url, opts).map_err(|e| e.to_string())?;
+    let mut input = match format.and_then(crate::media::ffi::input_format) {
+        Some(demuxer) => format::open_with(&url, &format::format::Format::Input(demuxer), opts)
+            .map(format::context::Context::input),
+        None => format::input_with_dictionary(&url, opts),
+    }
+    .map_err(|e| e.to_string())?;
     let is_mp4 = input.format().name().contains("mp4");
     let video_index = input.streams().best(media::Type::Video).map(|s| s.index());
     let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());

@@ -242,3 +242,15 @@ pub fn extradata(ctx: &ffmpeg::codec::Context) -> Vec<u8> {
         std::slice::from_raw_parts(data, size as usize).to_vec()
     }
 }
+
+/// The demuxer named `name` (e.g. `mpegts`), to open a file as that format instead of
+/// guessing from its first bytes: a short audio-only TS segment (a second of silent AAC) is
+/// too small for libavformat's probe to recognise, while a player knows it from the playlist.
+pub fn input_format(name: &str) -> Option<format::Input> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the call; the returned pointer is to
+    // a static demuxer description owned by libavformat (or null).
+    let ptr = unsafe { sys::av_find_input_format(name.as_ptr()) };
+    // SAFETY: a non-null pointer from av_find_input_format stays valid for the process.
+    (!ptr.is_null()).then(|| unsafe { format::Input::wrap(ptr as *mut _) })
+}
