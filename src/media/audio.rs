@@ -11,7 +11,7 @@
 //! Audio never runs ahead of the video: silence that aligns a late start is made one frame at a
 //! time, only as far as the video has come, and converted audio waits (bounded) for the video.
 //! So the audio ends with the video, and a file whose audio starts an hour late costs what its
-//! video costs.
+//! video costs. Audio that ends before the video is padded with silence to the video's end.
 
 use std::collections::VecDeque;
 
@@ -360,8 +360,15 @@ impl AudioChain {
         self.end_converter()?;
         self.horizon = (seconds * f64::from(SAMPLE_RATE)).round() as i64;
         self.pump(out)?;
+        if self.held.is_empty() && self.chunked < self.horizon {
+            // The audio ends before the video (sources often differ by a few frames): silence
+            // up to the video's end, so that both last as long (Apple's rule 8.3 for a
+            // separate audio rendition; players end both together in a muxed one).
+            self.silence = self.horizon - self.chunked;
+            self.pump(out)?;
+        }
         if self.encoded < self.horizon {
-            // The audio ends before the video: its last, shorter frame.
+            // The last, shorter frame.
             if let Some(mut src) = self.chunker.get("in") {
                 let _ = src.source().flush();
             }
