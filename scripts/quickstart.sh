@@ -2,7 +2,8 @@
 # Quick start, command 1: set up this (Debian 12) machine, build video-worker, make a 10 s 1080p25
 # H.264 + AAC sample, and run the real thing: a local nats-server (JetStream, temporary store,
 # loopback) when none is reachable, `video-worker run`, then `video-worker submit --wait` of the
-# sample; prints the result and the output tree, and stops what it started.
+# sample, then the same sample through the NATS object store (`submit --upload`, output written
+# back to the store); prints the results and the output tree, and stops what it started.
 #
 #   ./scripts/quickstart.sh
 #
@@ -16,6 +17,8 @@ SAMPLE_DIR="$VW_ROOT/target/sample"
 SAMPLE="$SAMPLE_DIR/sample.mp4"
 OUTPUT="$SAMPLE_DIR/hls"
 WORKER="$VW_ROOT/target/release/video-worker"
+# The object-store half of the demo: a JetStream object store bucket on the same server.
+OBJECTS="nats-object://quickstart"
 
 build_worker() {
     log "building video-worker (release)"
@@ -104,8 +107,9 @@ demo_queue() {
     else
         start_local_nats
     fi
-    log "starting the worker: video-worker run --nats-url $NATS_URL --allow-root $SAMPLE_DIR"
+    log "starting the worker: video-worker run --nats-url $NATS_URL --allow-root $SAMPLE_DIR --allow-root $OBJECTS --create-buckets"
     VW_LOG="${VW_LOG:-info}" "$WORKER" run --nats-url "$NATS_URL" --allow-root "$SAMPLE_DIR" \
+        --allow-root "$OBJECTS" --create-buckets --scratch "$RUN_DIR/scratch" \
         --grace 60 >"$RUN_DIR/worker.log" 2>&1 &
     WORKER_PID=$!
     for _ in $(seq 1 100); do
@@ -121,6 +125,14 @@ demo_queue() {
     "$WORKER" submit --nats-url "$NATS_URL" --video-id quickstart-sample \
         --source "$SAMPLE" --output "$OUTPUT" --quality 1080p,720p,480p \
         --thumbnail-time 00:00:05 --wait --timeout 600 || status=$?
+    # Issue 9's path, end to end with nothing mounted: the sample is uploaded into the NATS
+    # object store (the same server, no second system), and the ladder is written back there.
+    if [ "$status" -eq 0 ]; then
+        log "submitting through the NATS object store: video-worker submit --upload $OBJECTS/uploads/sample.mp4 --output $OBJECTS/hls/sample --wait"
+        "$WORKER" submit --nats-url "$NATS_URL" --video-id quickstart-objects \
+            --source "$SAMPLE" --upload "$OBJECTS/uploads/sample.mp4" --create-buckets \
+            --output "$OBJECTS/hls/sample" --quality 720p,480p --wait --timeout 600 || status=$?
+    fi
     echo
     log "stream and consumer state: video-worker streams"
     "$WORKER" streams --nats-url "$NATS_URL" || true

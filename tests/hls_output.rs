@@ -223,6 +223,52 @@ fn video_only_source_has_no_audio_group_and_still_iframe_playlists() {
     assert!(!out.join("audio.m3u8").exists());
 }
 
+/// A source whose audio ends 0.6 s before its video (common in uploads cut without
+/// re-encoding): the audio rendition is padded with silence to the video's end, so both
+/// playlists last as long (Apple's rule 8.3, which the publish hook enforces).
+#[test]
+fn audio_that_ends_before_the_video_is_padded_to_the_videos_end() {
+    let tmp = scratch_dir();
+    let source = tmp.path().join("short_audio.mp4");
+    common::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000:duration=2.4",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        source.to_str().unwrap(),
+    ]);
+    let out = tmp.path().join("hls");
+    let result = transcode_ok(&source, &out, &options("240p", &[]));
+    let length = |playlist: &str| -> f64 {
+        let text = fs::read(out.join(playlist)).expect("playlist");
+        m3u8_rs::parse_media_playlist_res(&text)
+            .expect("media playlist")
+            .segments
+            .iter()
+            .map(|s| f64::from(s.duration))
+            .sum()
+    };
+    let (video, audio) = (length("240p.m3u8"), length("audio.m3u8"));
+    assert!(
+        (video - audio).abs() <= 1024.0 / 48_000.0 + 0.001,
+        "video {video:.3} s, audio {audio:.3} s: {result}"
+    );
+}
+
 /// A 25 fps interlaced (top field first) H.264 + AAC MPEG-TS source: each frame weaves two
 /// pictures of a 50 fps moving `gradients` pattern taken 1/50 s apart. Smooth gradients (fixed
 /// seed) are what `idet` judges reliably: their progressive form reads as progressive, the
