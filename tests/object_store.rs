@@ -342,12 +342,28 @@ async fn an_s3_source_becomes_an_s3_ladder_that_boto3_reads_back_with_matching_d
     // Progress events carry the bytes moved.
     use futures_util::StreamExt;
     let mut saw_bytes = false;
+    let mut download_stages = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await
     {
         let p: Value = serde_json::from_slice(&m.payload).unwrap();
         saw_bytes |= p["bytes_downloaded"].as_u64().is_some_and(|b| b > 0);
+        if p["stage"] == "downloading" {
+            download_stages.push((p["percent"].as_f64(), p["bytes_downloaded"].as_u64()));
+        }
     }
     assert!(saw_bytes, "no progress event with bytes_downloaded");
+    // The download itself is reported: from its start to all of the source's bytes.
+    let size = std::fs::metadata(&source).unwrap().len();
+    assert_eq!(
+        download_stages.first(),
+        Some(&(Some(0.0), Some(0))),
+        "{download_stages:?}"
+    );
+    assert_eq!(
+        download_stages.last(),
+        Some(&(Some(100.0), Some(size))),
+        "{download_stages:?}"
+    );
     // Nothing left in scratch.
     let left: Vec<_> = std::fs::read_dir(s.root().join("scratch"))
         .unwrap()

@@ -210,6 +210,8 @@ impl TranscodeRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// An object source streaming to scratch (object jobs; before the media work).
+    Downloading,
     Transcoding,
     Publishing,
 }

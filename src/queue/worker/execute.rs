@@ -237,6 +237,7 @@ pub(crate) async fn run_media(
             ChildEvent::Ready => telemetry::enter(first),
             ChildEvent::Progress(t) => {
                 telemetry::enter(match t.stage {
+                    MediaStage::Downloading => Stage::Fetch,
                     MediaStage::Transcoding => Stage::Transcode,
                     MediaStage::Publishing => Stage::Publish,
                 });

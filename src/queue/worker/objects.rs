@@ -15,11 +15,11 @@ use super::execute::{
 };
 use super::lane::Heartbeat;
 use super::outcome::Delivery;
-use super::Shared;
+use super::{seconds, Shared};
 use crate::error::JobError;
 use crate::isolation::{ChildResult, MediaJob};
-use crate::job::{self, Job, JobKind, ProcessedEvent};
-use crate::media::{self, hls::playlist::MASTER, TranscodeRequest};
+use crate::job::{self, Job, JobKind, ProcessedEvent, ProgressEvent};
+use crate::media::{self, hls::playlist::MASTER, Stage as MediaStage, TranscodeRequest};
 use crate::storage::{ObjectRun, ObjectUrl, Transfer};
 use crate::telemetry::{self, Stage};
 
@@ -77,6 +77,41 @@ async fn beating<T>(
             }
         }
     }
+}
+
+/// A `video.progress.<id>` event of the download of an object source: at its start, every
+/// progress interval, and at its end (100 %).
+async fn download_progress(
+    shared: &Shared,
+    job: &Job,
+    attempt: u64,
+    transfer: &Transfer,
+    size: Option<u64>,
+    done: bool,
+) {
+    let downloaded = transfer.downloaded.load(Ordering::Relaxed);
+    let percent = match (done, size) {
+        (true, _) => 100.0,
+        (false, Some(size)) if size > 0 => {
+            (downloaded as f64 * 1000.0 / size as f64).round() / 10.0
+        }
+        _ => 0.0,
+    };
+    let event = ProgressEvent {
+        video_id: job.video_id.clone(),
+        job: job.kind,
+        stage: MediaStage::Downloading,
+        percent,
+        frames: 0,
+        total_frames: None,
+        fps: 0.0,
+        eta_seconds: None,
+        attempt,
+        bytes_downloaded: Some(downloaded),
+        bytes_uploaded: Some(transfer.uploaded.load(Ordering::Relaxed)),
+    };
+    let subject = shared.topology.progress_subject(&job.video_id);
+    shared.publisher.progress(&subject, &event).await;
 }
 
 async fn begin(shared: &Shared, job: &mut Job) -> Result<ObjectRun, JobError> {
@@ -159,7 +194,26 @@ pub(super) async fn execute(
         }
     };
     telemetry::enter(Stage::Fetch);
-    beating(download, &run.transfer, heartbeat).await?;
+    let size = run.source_meta.as_ref().map(|m| m.size);
+    let report = |done: bool| download_progress(shared, &job, d.attempt, &run.transfer, size, done);
+    if size.is_some() {
+        report(false).await;
+    }
+    let downloading = beating(download, &run.transfer, heartbeat);
+    tokio::pin!(downloading);
+    let mut tick = tokio::time::interval(seconds(shared.args.progress_interval, 1.0));
+    // An interval's first tick is immediate: the start was reported above.
+    tick.tick().await;
+    let fetched = loop {
+        tokio::select! {
+            r = &mut downloading => break r,
+            _ = tick.tick() => report(false).await,
+        }
+    };
+    fetched?;
+    if size.is_some() {
+        report(true).await;
+    }
     let media = with_progress(
         shared,
         &job,
