@@ -107,6 +107,18 @@ window.waitFor = (what, ms, fn) => new Promise((resolve, reject) => {
   fn((v) => { clearTimeout(t); resolve(v); });
 });
 window.once = (target, event, ms) => waitFor(event, ms, (done) => target.addEventListener(event, done, { once: true }));
+// A user seeks a player that is playing, not one still settling a switch: Chromium drops a
+// seek made while the player's own buffer-clearing seek is pending (shaka's
+// selectVariantTrack(track, true) makes one), with FFmpeg's fMP4 ladders as with ours.
+window.settled = (video, ms) => waitFor('playback settled (not seeking, data ahead)', ms, (done) => {
+  const poll = setInterval(() => { if (!video.seeking && video.readyState >= 3) { clearInterval(poll); done(); } }, 50);
+});
+window.seekTo = async (video, t, ms) => {
+  await settled(video, ms);
+  const seeked = once(video, 'seeked', ms);
+  video.currentTime = t;
+  await seeked;
+};
 window.newVideo = () => {
   const v = document.createElement('video');
   v.muted = true;
@@ -153,8 +165,7 @@ async function hlsjsPlays(src) {
   await switchTo(hls.levels.length - 1);
   await switchTo(0);
   const duration = video.duration;
-  video.currentTime = duration / 2;
-  await once(video, 'seeked', 20000);
+  await seekTo(video, duration / 2, 20000);
   const afterSeek = video.currentTime;
   await once(video, 'ended', 60000);
   hls.destroy();
@@ -231,8 +242,7 @@ async function shakaPlays(src) {
   await switchTo(tracks[0]);
   const switches = player.getStats().switchHistory.map((s) => s.id);
   const duration = video.duration;
-  video.currentTime = duration / 2;
-  await once(video, 'seeked', 20000);
+  await seekTo(video, duration / 2, 20000);
   const afterSeek = video.currentTime;
   await once(video, 'ended', 60000);
   await player.destroy();
