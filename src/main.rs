@@ -408,7 +408,7 @@ fn man(dir: Option<PathBuf>) -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
-    let report = video_worker::check::master_path(&args.target)
+    let report = video_worker::check::master_location(&args.target)
         .and_then(|master| video_worker::check::check(&master));
     match report {
         Ok(report) => {

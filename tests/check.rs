@@ -6,9 +6,13 @@
 mod common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
 use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use serde_json::Value;
@@ -35,6 +39,16 @@ fn source() -> &'static Path {
     SOURCE.get_or_init(|| h264_aac_mp4(fixtures(), "source.mp4", 320, 240, 14.0))
 }
 
+/// The options of our ladders here: 240p + 144p, quick.
+const LADDER_OPTIONS: &[&str] = &[
+    "--quality",
+    "240p,144p",
+    "--preset",
+    "ultrafast",
+    "--thumbnail-time",
+    "1",
+];
+
 /// Our ladder of the source as the worker makes it by default (240p + 144p, Apple's 6 s
 /// segments and 2 s GOP, MPEG-TS, audio as its own rendition, I-frame playlists).
 fn good_ladder() -> PathBuf {
@@ -42,18 +56,7 @@ fn good_ladder() -> PathBuf {
     LADDER
         .get_or_init(|| {
             let out = fixtures().join("ladder");
-            transcode_ok(
-                source(),
-                &out,
-                &[
-                    "--quality",
-                    "240p,144p",
-                    "--preset",
-                    "ultrafast",
-                    "--thumbnail-time",
-                    "1",
-                ],
-            );
+            transcode_ok(source(), &out, LADDER_OPTIONS);
             out
         })
         .clone()
@@ -71,9 +74,9 @@ fn copy_of_good() -> (TempDir, PathBuf) {
     (dir, to)
 }
 
-/// `video-worker check <dir> --json`: the report and the exit status.
-fn check(dir: &Path) -> (Value, i32) {
-    let run = run_worker(&["check".as_ref(), dir.as_os_str(), "--json".as_ref()]);
+/// `video-worker check <target> --json` (a folder or a URL): the report and the exit status.
+fn check(target: impl AsRef<std::ffi::OsStr>) -> (Value, i32) {
+    let run = run_worker(&["check".as_ref(), target.as_ref(), "--json".as_ref()]);
     let report: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "check --json must print one object ({e}): {}",
@@ -222,16 +225,7 @@ fn our_fmp4_ladder_and_our_muxed_audio_ladder_keep_every_rule() {
         ("ours-muxed", ["--audio", "muxed"]),
     ] {
         let out = fixtures().join(name);
-        let mut args = vec![
-            "--quality",
-            "240p,144p",
-            "--preset",
-            "ultrafast",
-            "--thumbnail-time",
-            "1",
-        ];
-        args.extend(options);
-        transcode_ok(source(), &out, &args);
+        transcode_ok(source(), &out, &[LADDER_OPTIONS, &options].concat());
         assert_keeps_every_rule(name, &out);
     }
 }
@@ -388,13 +382,13 @@ fn long_gop_ladder() -> PathBuf {
 
 #[test]
 fn key_frames_every_4_s_fail_1_13() {
-    let (report, _) = check(&long_gop_ladder());
+    let (report, _) = check(long_gop_ladder());
     assert_eq!(verdict(&report, "1.13"), "fail", "{report:#}");
 }
 
 #[test]
 fn a_4_s_target_duration_fails_7_5_and_4_s_segments_fail_7_6() {
-    let (report, status) = check(&long_gop_ladder());
+    let (report, status) = check(long_gop_ladder());
     assert_eq!(verdict(&report, "7.5"), "fail", "{report:#}");
     assert_eq!(verdict(&report, "7.6"), "fail", "{report:#}");
     // Only SHOULDs (and our missing I-frame playlists, if the output has none yet) break.
@@ -708,4 +702,311 @@ fn ffmpeg7_cli_ladder_is_measured_and_its_breaks_reported() {
     }
     let report = check_ffmpeg_ladder("ffmpeg7", &bin);
     assert_eq!(verdict(&report, "7.4"), "pass");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ladders on a web server (`check http://…`)
+// ---------------------------------------------------------------------------------------------
+
+/// A small HTTP/1.1 file server on 127.0.0.1 (a free port) for `check` to read a ladder from:
+/// `GET /ladder/<file>` gives the file of `root` (Content-Length, then the connection closes;
+/// `Range: bytes=a-b` gives those bytes, 206), anything else a 404; every request is noted as
+/// its path and its range. Stopped and joined on drop.
+struct WebServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WebServer {
+    fn serve(root: &Path) -> WebServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("the server's address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (root, noted, stopping) = (root.to_path_buf(), requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (root, noted) = (root.clone(), noted.clone());
+                // One thread a connection: libavformat's concat protocol holds an init
+                // section's connection open while it opens the segment's.
+                std::thread::spawn(move || {
+                    let _ = respond(conn, &root, &noted);
+                });
+            }
+        });
+        WebServer {
+            addr,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://{}/ladder/{file}", self.addr)
+    }
+
+    fn requested(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn respond(conn: TcpStream, root: &Path, noted: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let mut range: Option<(usize, usize)> = None;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        let lower = header.trim().to_ascii_lowercase();
+        if let Some((first, last)) = lower
+            .strip_prefix("range: bytes=")
+            .and_then(|r| r.split_once('-'))
+        {
+            range = first.parse().ok().zip(last.parse().ok());
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or_default();
+    noted.lock().unwrap().push(match range {
+        Some((first, last)) => format!("{path} bytes={first}-{last}"),
+        None => path.to_string(),
+    });
+    let body = path
+        .strip_prefix("/ladder/")
+        .filter(|file| !file.split('/').any(|c| c == ".."))
+        .and_then(|file| fs::read(root.join(file)).ok());
+    let mut conn = conn;
+    match (body, range) {
+        (Some(body), Some((first, last))) if first <= last && last < body.len() => {
+            write!(
+                conn,
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {first}-{last}/{}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len(),
+                last + 1 - first
+            )?;
+            conn.write_all(&body[first..=last])
+        }
+        (Some(body), None) => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.write_all(&body)
+        }
+        (Some(_), Some(_)) => conn.write_all(
+            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ),
+        (None, _) => conn
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    }
+}
+
+/// Every playlist the master of `dir` names and every segment of the playback ones (those of
+/// the I-frame playlists are byte ranges of the same files), as paths under `prefix` (relative
+/// URIs resolved against their playlist's folder).
+fn every_file_named(dir: &Path, prefix: &str) -> Vec<String> {
+    let master = read_master(dir);
+    let mut files: Vec<String> = master
+        .variants
+        .iter()
+        .map(|v| format!("{prefix}{}", v.uri))
+        .collect();
+    for playlist in playback_playlists(dir) {
+        let folder = Path::new(&playlist).parent().unwrap_or(Path::new(""));
+        for segment in read_media(&dir.join(&playlist)).segments {
+            files.push(format!("{prefix}{}", folder.join(segment.uri).display()));
+        }
+        files.push(format!("{prefix}{playlist}"));
+    }
+    files
+}
+
+/// The findings of two reports are the same (rule, level, verdict, measured value, failures).
+fn assert_same_findings(from_web: &Value, from_folder: &Value) {
+    assert_eq!(
+        from_web["findings"], from_folder["findings"],
+        "over http:\n{from_web:#}\nfrom the folder:\n{from_folder:#}"
+    );
+    assert_eq!(from_web["playlists"], from_folder["playlists"]);
+    assert_eq!(from_web["segments"], from_folder["segments"]);
+}
+
+/// Serves `dir` and checks it over http and in the folder: the same findings, every rule kept,
+/// exit status 0, and every playlist and segment named read over http. Returns the requests.
+fn assert_kept_over_http_as_in_its_folder(dir: &Path) -> Vec<String> {
+    let server = WebServer::serve(dir);
+    let (from_web, status) = check(server.url("master.m3u8"));
+    assert_eq!(from_web["master"], server.url("master.m3u8"), "{from_web}");
+    assert_same_findings(&from_web, &check(dir).0);
+    assert_eq!(failed(&from_web), Vec::<String>::new(), "{from_web:#}");
+    assert_eq!(status, 0);
+    let requested = server.requested();
+    for file in every_file_named(dir, "/ladder/") {
+        assert!(
+            requested
+                .iter()
+                .any(|r| r.split(' ').next() == Some(file.as_str())),
+            "{file} read over http: {requested:?}"
+        );
+    }
+    requested
+}
+
+/// `check` given the URL of a master playlist reads the whole ladder over http (playlists and
+/// every segment, through libavformat) and finds what it finds in the folder: MPEG-TS, and
+/// fMP4 (each segment behind its init section).
+#[test]
+fn a_ladder_on_a_web_server_gets_the_findings_of_its_folder() {
+    let tmp = scratch_dir();
+    let fmp4 = tmp.path().join("fmp4");
+    transcode_ok(
+        source(),
+        &fmp4,
+        &[LADDER_OPTIONS, &["--segments", "fmp4"]].concat(),
+    );
+    for ladder in [good_ladder(), fmp4] {
+        assert_kept_over_http_as_in_its_folder(&ladder);
+    }
+    let server = WebServer::serve(&good_ladder());
+    // A URL ending in `/` names its master.m3u8.
+    let (from_folder_url, status) = check(server.url(""));
+    assert_eq!(from_folder_url["master"], server.url("master.m3u8"));
+    assert_eq!(status, 0);
+}
+
+/// Relative URIs resolve against the URL of the playlist that holds them: the 144p rendition
+/// (its playlists and segments) in a folder of its own below the master's.
+#[test]
+fn relative_uris_resolve_against_the_url_of_their_playlist() {
+    let (_keep, dir) = copy_of_good();
+    fs::create_dir(dir.join("low")).unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("144p") {
+            fs::rename(dir.join(&name), dir.join("low").join(&name)).unwrap();
+        }
+    }
+    edit_master(&dir, |m| {
+        for v in m.variants.iter_mut().filter(|v| v.uri.starts_with("144p")) {
+            v.uri = format!("low/{}", v.uri);
+        }
+    });
+    let requested = assert_kept_over_http_as_in_its_folder(&dir);
+    assert!(
+        requested.contains(&"/ladder/low/144p_001.ts".to_string()),
+        "{requested:?}"
+    );
+}
+
+/// A broken ladder on a web server fails the same rules as in its folder, with exit status
+/// 2; a segment the server does not have is a `files` finding that says so.
+#[test]
+fn a_broken_ladder_on_a_web_server_fails_its_rules_and_a_missing_segment_is_a_finding() {
+    let (_keep, dir) = copy_of_good();
+    edit_master(&dir, |m| m.variants[0].average_bandwidth = None);
+    let missing = first_segment_of(&dir, "144p.m3u8", 1);
+    fs::remove_file(dir.join(&missing)).unwrap();
+    let server = WebServer::serve(&dir);
+    let (from_web, status) = check(server.url("master.m3u8"));
+    let (from_folder, _) = check(&dir);
+    assert_eq!(failed(&from_web), failed(&from_folder), "{from_web:#}");
+    let failed = failed(&from_web);
+    assert!(
+        failed.contains(&"9.14".to_string()) && failed.contains(&"files".to_string()),
+        "{failed:?}"
+    );
+    assert_eq!(status, 2, "a MUST is broken");
+    let files = from_web["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "files")
+        .unwrap();
+    let failures = files["failures"].to_string();
+    assert!(
+        failures.contains(&format!("144p.m3u8: {missing}: ")) && failures.contains("404"),
+        "{files}"
+    );
+    // A master playlist the server does not have: the ladder cannot be read (status 1).
+    let (report, status) = check(server.url("gone.m3u8"));
+    assert_eq!(status, 1, "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("404"),
+        "{report}"
+    );
+}
+
+/// A ladder on the web names http(s) URLs only: a segment named by a `file://` URL of this
+/// machine is not read, whether or not the file exists.
+#[test]
+fn a_ladder_on_a_web_server_may_not_name_files_of_this_machine() {
+    let (_keep, dir) = copy_of_good();
+    let segment = first_segment_of(&dir, "144p.m3u8", 0);
+    let local = format!("file://{}", dir.join(&segment).display());
+    edit_media(&dir, "144p.m3u8", |m| m.segments[0].uri = local.clone());
+    let server = WebServer::serve(&dir);
+    let (report, status) = check(server.url("master.m3u8"));
+    assert!(failed(&report).contains(&"files".to_string()), "{report:#}");
+    assert!(
+        report.to_string().contains(&format!(
+            "{local}: a ladder on the web names http(s) URLs only"
+        )),
+        "{report:#}"
+    );
+    assert_eq!(status, 2);
+}
+
+/// Segments that are byte ranges of one file (EXT-X-BYTERANGE) are read with HTTP Range
+/// requests, one range each, and measured as in the folder (through `subfile` there).
+#[test]
+fn byte_range_segments_on_a_web_server_are_read_with_range_requests() {
+    let (_keep, dir) = copy_of_good();
+    // The 144p rendition's segments, one after the other in one file (one muxer wrote them:
+    // continuity counters and timestamps continue), named by byte ranges.
+    let segments = read_media(&dir.join("144p.m3u8")).segments;
+    let mut whole = Vec::new();
+    let mut ranges = Vec::new();
+    for s in &segments {
+        let bytes = fs::read(dir.join(&s.uri)).unwrap();
+        ranges.push((whole.len() as u64, bytes.len() as u64));
+        whole.extend(bytes);
+    }
+    fs::write(dir.join("144p_all.ts"), whole).unwrap();
+    edit_media(&dir, "144p.m3u8", |m| {
+        for (s, (start, length)) in m.segments.iter_mut().zip(&ranges) {
+            s.uri = "144p_all.ts".into();
+            s.byte_range = Some(m3u8_rs::ByteRange {
+                length: *length,
+                offset: Some(*start),
+            });
+        }
+        m.version = Some(4);
+    });
+    let requested = assert_kept_over_http_as_in_its_folder(&dir);
+    for (start, length) in ranges {
+        let asked = format!("/ladder/144p_all.ts bytes={start}-{}", start + length - 1);
+        assert!(requested.contains(&asked), "{asked}: {requested:?}");
+    }
 }

@@ -1,8 +1,11 @@
-//! Fills the [`Ladder`] model from disk: playlists parsed with m3u8-rs, each segment opened on
-//! its own through the FFmpeg libraries (in-process, nothing spawned), as a player that joins
-//! the stream there would open it: MPEG-TS alone, fMP4 behind its EXT-X-MAP init section, a
-//! byte range through libavformat's `subfile` protocol.
+//! Fills the [`Ladder`] model from a folder or a web server: playlists parsed with m3u8-rs,
+//! each segment opened on its own through the FFmpeg libraries (in-process, nothing spawned),
+//! as a player that joins the stream there would open it: MPEG-TS alone, fMP4 behind its
+//! EXT-X-MAP init section, a byte range through libavformat's `subfile` protocol. Over
+//! http(s), playlists and segments are read through libavformat's own protocols (AVIO) too.
 
+use std::fmt;
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use ffmpeg::{codec, format, frame, media, Packet, Rational};
@@ -15,28 +18,155 @@ use super::model::{
 };
 use crate::media::ffi;
 
-/// Protocols a segment URL may use: files, byte ranges of files, an init section + a segment.
-const PROTOCOL_WHITELIST: &str = "file,subfile,concat";
+/// Protocols a local ladder's segments may be read with: files, byte ranges of files, an init
+/// section + a segment.
+const FILE_PROTOCOLS: &str = "file,subfile,concat";
+/// Protocols a ladder on a web server is read with: http and https (TLS over TCP), never a
+/// file of this machine.
+const WEB_PROTOCOLS: &str = "http,https,tls,tcp";
+/// A web server that stops answering fails the read after this long (µs, libavformat's
+/// `rw_timeout`).
+const WEB_TIMEOUT_MICROSECONDS: &str = "20000000";
+/// More than this is not a playlist, whatever a server sends.
+const MAX_PLAYLIST_BYTES: u64 = 64 << 20;
+/// Nor a segment (a 6 s segment at 50 Mbit/s is under 40 MB).
+const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 /// Containers HLS segments come in (mov is fMP4's demuxer; aac, ac3, eac3, mp3 packed audio).
 const FORMAT_WHITELIST: &str = "mpegts,mov,mp4,m4a,3gp,3g2,mj2,aac,ac3,eac3,mp3";
 
 /// Why a ladder could not be measured at all (its master playlist is missing or is not one).
 pub type MeasureError = String;
 
+/// Where a playlist or a segment is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A file of this machine. `root` is the master playlist's folder: the ladder may name
+    /// files under it only (a playlist from elsewhere does not get to name any file here).
+    File { path: PathBuf, root: PathBuf },
+    /// An http(s) URL: only `video-worker check` given one reads the web (jobs never do);
+    /// everything the ladder names is then an http(s) URL, relative URIs resolved against
+    /// the URL of the playlist that holds them.
+    Web(url::Url),
+}
+
+impl Location {
+    /// The master playlist at `path`; its folder is the ladder's.
+    pub fn master_file(path: PathBuf) -> Location {
+        let root = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Location::File { path, root }
+    }
+
+    /// What `uri`, found in the playlist here, names.
+    fn resolve(&self, uri: &str) -> Result<Location, String> {
+        match self {
+            Location::File { path, root } => {
+                let base = path.parent().unwrap_or(root);
+                Ok(Location::File {
+                    path: resolve_file(root, base, uri)?,
+                    root: root.clone(),
+                })
+            }
+            Location::Web(base) => {
+                let url = base.join(uri).map_err(|e| format!("{uri}: {e}"))?;
+                match url.scheme() {
+                    "http" | "https" => Ok(Location::Web(url)),
+                    _ => Err(format!(
+                        "{uri}: a ladder on the web names http(s) URLs only"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// libavformat's options for opening it: the protocols it may use, and a timeout.
+    fn options(&self) -> ffmpeg::Dictionary<'static> {
+        let mut opts = ffmpeg::Dictionary::new();
+        match self {
+            Location::File { .. } => opts.set("protocol_whitelist", FILE_PROTOCOLS),
+            Location::Web(_) => {
+                opts.set("protocol_whitelist", WEB_PROTOCOLS);
+                opts.set("rw_timeout", WEB_TIMEOUT_MICROSECONDS);
+            }
+        }
+        opts
+    }
+
+    /// The URL libavformat opens.
+    fn url(&self) -> String {
+        match self {
+            Location::File { path, .. } => path.to_string_lossy().into_owned(),
+            Location::Web(url) => url.to_string(),
+        }
+    }
+
+    fn open_web(&self) -> Result<ffi::UrlReader, String> {
+        ffi::UrlReader::open(&self.url(), self.options()).map_err(|e| e.to_string())
+    }
+
+    /// The whole playlist.
+    fn read_playlist(&self) -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::new();
+        match self {
+            Location::File { path, .. } => {
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_PLAYLIST_BYTES + 1).read_to_end(&mut bytes))
+                    .map_err(|e| e.to_string())?;
+            }
+            Location::Web(_) => {
+                self.open_web()?
+                    .take(MAX_PLAYLIST_BYTES + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if bytes.len() as u64 > MAX_PLAYLIST_BYTES {
+            return Err(format!("over {MAX_PLAYLIST_BYTES} bytes: not a playlist"));
+        }
+        Ok(bytes)
+    }
+
+    /// Its size in bytes (the server's Content-Length, or what it sends).
+    fn size(&self) -> Result<u64, String> {
+        match self {
+            Location::File { path, .. } => std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| e.to_string()),
+            Location::Web(_) => {
+                let mut reader = self.open_web()?;
+                match reader.size() {
+                    Some(size) => Ok(size),
+                    None => {
+                        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { path, .. } => write!(f, "{}", path.display()),
+            Location::Web(url) => write!(f, "{url}"),
+        }
+    }
+}
+
 /// Reads the master playlist at `master` and everything it names.
-pub fn measure(master: &Path) -> Result<Ladder, MeasureError> {
-    let bytes = std::fs::read(master).map_err(|e| format!("reading {}: {e}", master.display()))?;
+pub fn measure(master: &Location) -> Result<Ladder, MeasureError> {
+    let bytes = master
+        .read_playlist()
+        .map_err(|e| format!("reading {master}: {e}"))?;
     let parsed = m3u8_rs::parse_playlist_res(&bytes)
-        .map_err(|_| format!("{} is not an HLS playlist", master.display()))?;
+        .map_err(|_| format!("{master} is not an HLS playlist"))?;
     let Playlist::MasterPlaylist(pl) = parsed else {
         return Err(format!(
-            "{} is a media playlist; check reads a multivariant (master) playlist",
-            master.display()
+            "{master} is a media playlist; check reads a multivariant (master) playlist"
         ));
-    };
-    let root = match master.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     };
     let mut ladder = Ladder {
         master: Master {
@@ -102,7 +232,7 @@ pub fn measure(master: &Path) -> Result<Ladder, MeasureError> {
         }
     }
     for (uri, iframe) in uris {
-        match read_media(&root, &uri, iframe, &mut ladder.unreadable) {
+        match read_media(master, &uri, iframe, &mut ladder.unreadable) {
             Ok(m) => ladder.media.push(m),
             Err(e) => ladder.unreadable.push((uri, e)),
         }
@@ -112,7 +242,7 @@ pub fn measure(master: &Path) -> Result<Ladder, MeasureError> {
 
 /// `uri` as a path under `root`: relative URIs and `file:` URLs only, never above `root` (a
 /// playlist from elsewhere does not get to name any file on this machine).
-fn resolve(root: &Path, base: &Path, uri: &str) -> Result<PathBuf, String> {
+fn resolve_file(root: &Path, base: &Path, uri: &str) -> Result<PathBuf, String> {
     let path = match uri.strip_prefix("file://") {
         Some(p) => PathBuf::from(p),
         None if uri.contains("://") => return Err(format!("{uri}: only local files are read")),
@@ -137,19 +267,20 @@ fn resolve(root: &Path, base: &Path, uri: &str) -> Result<PathBuf, String> {
 }
 
 fn read_media(
-    root: &Path,
+    master: &Location,
     uri: &str,
     iframe: bool,
     unreadable: &mut Vec<(String, String)>,
 ) -> Result<Media, String> {
-    let path = resolve(root, root, uri)?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("reading: {e}"))?;
+    let playlist = master.resolve(uri)?;
+    let bytes = playlist
+        .read_playlist()
+        .map_err(|e| format!("reading: {e}"))?;
     let parsed =
         m3u8_rs::parse_playlist_res(&bytes).map_err(|_| "not an HLS playlist".to_string())?;
     let Playlist::MediaPlaylist(pl) = parsed else {
         return Err("a multivariant playlist where a media playlist belongs".into());
     };
-    let base = path.parent().unwrap_or(root).to_path_buf();
     let mut media = Media {
         uri: uri.to_string(),
         target_duration: pl.target_duration,
@@ -163,7 +294,9 @@ fn read_media(
         segments: Vec::new(),
     };
     // EXT-X-MAP applies to every segment after it; m3u8-rs attaches it to the first only.
-    let mut init: Option<String> = None;
+    let mut init: Option<Location> = None;
+    // Over http: the init section's bytes, read once (or why they could not be).
+    let mut init_bytes: Option<Result<Vec<u8>, String>> = None;
     // A byte range without an offset continues where the previous one of the file ended.
     let mut next_offset: (String, u64) = (String::new(), 0);
     for s in &pl.segments {
@@ -174,55 +307,69 @@ fn read_media(
                     "a byte range of an init section is not supported".into(),
                 ));
             }
-            init = Some(url_of(&resolve(root, &base, &map.uri)?));
+            init = Some(playlist.resolve(&map.uri)?);
+            init_bytes = None;
         }
-        let seg_path = match resolve(root, &base, &s.uri) {
+        let segment = match playlist.resolve(&s.uri) {
             Ok(p) => p,
             Err(e) => {
                 unreadable.push((format!("{uri}: {}", s.uri), e));
                 continue;
             }
         };
-        let (bytes, url) = match &s.byte_range {
-            Some(r) => {
-                let start = r.offset.unwrap_or(if next_offset.0 == s.uri {
-                    next_offset.1
-                } else {
-                    0
-                });
-                next_offset = (s.uri.clone(), start + r.length);
-                let url = format!(
-                    "subfile,,start,{start},end,{},,:{}",
-                    start + r.length,
-                    url_of(&seg_path)
-                );
-                (r.length, url)
+        let range = s.byte_range.as_ref().map(|r| {
+            let start = r.offset.unwrap_or(if next_offset.0 == s.uri {
+                next_offset.1
+            } else {
+                0
+            });
+            next_offset = (s.uri.clone(), start + r.length);
+            ByteRange {
+                start,
+                length: r.length,
             }
-            None => match std::fs::metadata(&seg_path) {
-                Ok(m) => (m.len(), url_of(&seg_path)),
-                Err(e) => {
-                    unreadable.push((format!("{uri}: {}", s.uri), e.to_string()));
-                    continue;
+        });
+        // A TS segment is read as TS, as a player reads it (its playlist says so), not as
+        // whatever the probe guesses from its first bytes.
+        let demuxer = (init.is_none() && s.uri.ends_with(".ts")).then_some("mpegts");
+        let read = match (&segment, iframe) {
+            // An I-frame playlist's ranges are the keyframes of the video playlists'
+            // segments, measured there: only their sizes count here.
+            (_, true) => range
+                .map(|r| Ok(r.length))
+                .unwrap_or_else(|| segment.size())
+                .map(|bytes| (bytes, None)),
+            (Location::File { .. }, false) => {
+                measure_file_segment(&segment, range, init.as_ref(), demuxer)
+                    .map(|(bytes, m)| (bytes, Some(m)))
+            }
+            (Location::Web(url), false) => {
+                if let (Some(Location::Web(init_url)), None) = (&init, &init_bytes) {
+                    init_bytes =
+                        Some(fetch(init_url, None).map_err(|e| format!("init section: {e}")));
                 }
-            },
+                let init = match &init_bytes {
+                    Some(Ok(b)) => Ok(Some(b.as_slice())),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Ok(None),
+                };
+                measure_web_segment(url, range, init, demuxer).map(|(bytes, m)| (bytes, Some(m)))
+            }
         };
-        let measured = if iframe {
-            None
-        } else {
-            // A TS segment is read as TS, as a player reads it (its playlist says so), not
-            // as whatever the probe guesses from its first bytes.
-            let (url, format) = match &init {
-                Some(i) => (format!("concat:{i}|{url}"), None),
-                None if s.uri.ends_with(".ts") => (url, Some("mpegts")),
-                None => (url, None),
-            };
-            match probe_segment(&url, format) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    unreadable.push((format!("{uri}: {}", s.uri), e));
-                    None
-                }
+        let (bytes, measured) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                unreadable.push((format!("{uri}: {}", s.uri), e));
+                continue;
             }
+        };
+        let measured = match measured {
+            Some(Err(e)) => {
+                unreadable.push((format!("{uri}: {}", s.uri), e));
+                None
+            }
+            Some(Ok(m)) => Some(m),
+            None => None,
         };
         media.segments.push(Segment {
             uri: s.uri.clone(),
@@ -234,25 +381,120 @@ fn read_media(
     Ok(media)
 }
 
-fn url_of(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
+/// `EXT-X-BYTERANGE`, its offset resolved.
+#[derive(Debug, Clone, Copy)]
+struct ByteRange {
+    start: u64,
+    length: u64,
+}
+
+/// A segment that cannot be found (outer error), or its size and what it holds (inner error:
+/// found but unreadable).
+type SegmentRead = Result<(u64, Result<SegmentMedia, String>), String>;
+
+/// A local segment, opened by libavformat by its path: a byte range through `subfile`, behind
+/// its init section through `concat`.
+fn measure_file_segment(
+    segment: &Location,
+    range: Option<ByteRange>,
+    init: Option<&Location>,
+    demuxer: Option<&str>,
+) -> SegmentRead {
+    let (bytes, url) = match range {
+        Some(r) => (
+            r.length,
+            format!(
+                "subfile,,start,{},end,{},,:{}",
+                r.start,
+                r.start + r.length,
+                segment.url()
+            ),
+        ),
+        None => (segment.size()?, segment.url()),
+    };
+    let url = match init {
+        Some(i) => format!("concat:{}|{url}", i.url()),
+        None => url,
+    };
+    Ok((
+        bytes,
+        open_url(&url, demuxer, segment.options()).and_then(measure_input),
+    ))
+}
+
+/// A segment on a web server: read once (a byte range with an HTTP Range request), put behind
+/// its init section (`init`: its bytes, or why they could not be read) and opened in memory,
+/// so that no seek goes back to the server.
+fn measure_web_segment(
+    url: &url::Url,
+    range: Option<ByteRange>,
+    init: Result<Option<&[u8]>, String>,
+    demuxer: Option<&str>,
+) -> SegmentRead {
+    let data = fetch(url, range)?;
+    let bytes = data.len() as u64;
+    let measured = init.and_then(|init| {
+        let whole = match init {
+            Some(i) => [i, &data].concat(),
+            None => data,
+        };
+        let mut opts = ffmpeg::Dictionary::new();
+        opts.set("format_whitelist", FORMAT_WHITELIST);
+        ffi::input_from_bytes(whole, demuxer.and_then(ffi::input_format), opts)
+            .map_err(|e| e.to_string())
+            .and_then(measure_input)
+    });
+    Ok((bytes, measured))
+}
+
+/// The resource at `url` (or its byte `range`), read through libavformat's http(s).
+fn fetch(url: &url::Url, range: Option<ByteRange>) -> Result<Vec<u8>, String> {
+    let web = Location::Web(url.clone());
+    let mut opts = web.options();
+    let limit = match range {
+        Some(r) => {
+            opts.set("offset", &r.start.to_string());
+            opts.set("end_offset", &(r.start + r.length).to_string());
+            r.length
+        }
+        None => MAX_SEGMENT_BYTES,
+    };
+    let mut data = Vec::new();
+    ffi::UrlReader::open(url.as_str(), opts)
+        .map_err(|e| e.to_string())?
+        .take(limit + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    if data.len() as u64 > limit {
+        return Err(match range {
+            Some(r) => format!("the server sent more than the {} bytes asked for", r.length),
+            None => format!("over {MAX_SEGMENT_BYTES} bytes"),
+        });
+    }
+    Ok(data)
 }
 
 fn secs(ts: i64, tb: Rational) -> f64 {
     ts as f64 * f64::from(tb)
 }
 
-/// Opens one segment and measures its first video and audio stream.
-fn probe_segment(url: &str, format: Option<&str>) -> Result<SegmentMedia, String> {
-    let mut opts = ffmpeg::Dictionary::new();
-    opts.set("protocol_whitelist", PROTOCOL_WHITELIST);
+/// Opens `url` (with `opts`: the protocols its location allows) as `demuxer` when given.
+fn open_url(
+    url: &str,
+    demuxer: Option<&str>,
+    mut opts: ffmpeg::Dictionary,
+) -> Result<format::context::Input, String> {
     opts.set("format_whitelist", FORMAT_WHITELIST);
-    let mut input = match format.and_then(crate::media::ffi::input_format) {
+    match demuxer.and_then(ffi::input_format) {
         Some(demuxer) => format::open_with(&url, &format::format::Format::Input(demuxer), opts)
             .map(format::context::Context::input),
         None => format::input_with_dictionary(&url, opts),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// Measures the first video and audio stream of an opened segment.
+fn measure_input(mut input: format::context::Input) -> Result<SegmentMedia, String> {
     let is_mp4 = input.format().name().contains("mp4");
     let video_index = input.streams().best(media::Type::Video).map(|s| s.index());
     let audio_index = input.streams().best(media::Type::Audio).map(|s| s.index());

@@ -26,7 +26,8 @@ pub use rules::{Finding, Level, Verdict};
 /// The result of checking one ladder.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub master: PathBuf,
+    /// The master playlist's path or URL.
+    pub master: String,
     pub playlists: usize,
     pub segments: usize,
     pub findings: Vec<Finding>,
@@ -41,9 +42,7 @@ impl Report {
     pub fn to_text(&self) -> String {
         let mut out = format!(
             "{}: {} playlists, {} segments\n",
-            self.master.display(),
-            self.playlists,
-            self.segments
+            self.master, self.playlists, self.segments
         );
         for f in &self.findings {
             let verdict = match f.verdict {
@@ -79,30 +78,42 @@ impl Report {
     }
 }
 
+pub use measure::Location;
+
 /// Where the master playlist of `target` is: a folder (its `master.m3u8`), a playlist path,
-/// or a `file://` URL of one.
-pub fn master_path(target: &str) -> std::result::Result<PathBuf, String> {
+/// a `file://` URL of one, or an `http(s)://` URL of one (a URL ending in `/`: its
+/// `master.m3u8`), read through libavformat's http(s) protocols.
+pub fn master_location(target: &str) -> std::result::Result<Location, String> {
+    let master = crate::media::hls::playlist::MASTER;
+    if target.starts_with("http://") || target.starts_with("https://") {
+        let url = url::Url::parse(target).map_err(|e| format!("{target}: {e}"))?;
+        let url = match url.path().ends_with('/') {
+            true => url.join(master).map_err(|e| format!("{target}: {e}"))?,
+            false => url,
+        };
+        return Ok(Location::Web(url));
+    }
     let path = match target.strip_prefix("file://") {
         Some(p) => PathBuf::from(p),
         None if target.contains("://") => {
             return Err(format!(
-                "{target}: only local ladders are read (a folder, a path or a file:// URL)"
+                "{target}: a ladder is read from a folder, a path, a file:// or an http(s):// URL"
             ))
         }
         None => PathBuf::from(target),
     };
     if path.is_dir() {
-        return Ok(path.join(crate::media::hls::playlist::MASTER));
+        return Ok(Location::master_file(path.join(master)));
     }
-    Ok(path)
+    Ok(Location::master_file(path))
 }
 
 /// Measures and checks the ladder whose master playlist is `master`.
-pub fn check(master: &Path) -> std::result::Result<Report, String> {
+pub fn check(master: &Location) -> std::result::Result<Report, String> {
     crate::media::init().map_err(|e| e.message)?;
     let ladder = measure::measure(master)?;
     Ok(Report {
-        master: master.to_path_buf(),
+        master: master.to_string(),
         playlists: ladder.media.len() + 1,
         segments: ladder.media.iter().map(|m| m.segments.len()).sum(),
         findings: rules::evaluate(&ladder),
@@ -113,7 +124,7 @@ pub fn check(master: &Path) -> std::result::Result<Report, String> {
 /// broken there is a bug of ours: an `internal` error that names
 /// the rule and its measured value, and nothing is published.
 pub fn before_publish(staging: &Path) -> Result<()> {
-    let master = staging.join(crate::media::hls::playlist::MASTER);
+    let master = Location::master_file(staging.join(crate::media::hls::playlist::MASTER));
     let report = check(&master)
         .map_err(|e| JobError::internal(format!("checking the output before publishing: {e}")))?;
     let broken: Vec<String> = report

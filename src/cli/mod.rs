@@ -84,7 +84,8 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// The ladder: a folder holding master.m3u8, a master playlist, or a file:// URL of one.
+    /// The ladder: a folder holding master.m3u8, a master playlist, or a file:// or
+    /// http(s):// URL of one (an http(s) URL ending in `/`: its master.m3u8).
     pub target: String,
     /// Print the report as one JSON object.
     #[arg(long)]

@@ -254,3 +254,111 @@ pub fn input_format(name: &str) -> Option<format::Input> {
     // SAFETY: a non-null pointer from av_find_input_format stays valid for the process.
     (!ptr.is_null()).then(|| unsafe { format::Input::wrap(ptr as *mut _) })
 }
+
+/// A resource read through libavformat's own protocols (AVIO), e.g. a playlist over http(s)
+/// for `video-worker check`: what ffmpeg-next has no reader for. `options` should carry
+/// `protocol_whitelist` (and a `rw_timeout`); libavformat checks every protocol it opens,
+/// redirects included, against the list.
+pub struct UrlReader {
+    /// Opened by `avio_open2`, closed on drop; never null while the value lives.
+    pb: *mut sys::AVIOContext,
+}
+
+impl UrlReader {
+    pub fn open(url: &str, options: ffmpeg::Dictionary) -> Result<UrlReader, ffmpeg::Error> {
+        let url = CString::new(url).map_err(|_| ffmpeg::Error::InvalidData)?;
+        let mut pb: *mut sys::AVIOContext = ptr::null_mut();
+        // SAFETY: `url` is NUL-terminated and outlives the call; `pb` is a valid out pointer;
+        // no interrupt callback (null is allowed). `disown` hands the dictionary to the call,
+        // which may replace it with the options it did not use; `own` takes that one back so
+        // that it is freed on drop.
+        let r = unsafe {
+            let mut dict = options.disown();
+            let r = sys::avio_open2(
+                &mut pb,
+                url.as_ptr(),
+                sys::AVIO_FLAG_READ,
+                ptr::null(),
+                &mut dict,
+            );
+            drop(ffmpeg::Dictionary::own(dict));
+            r
+        };
+        if r < 0 || pb.is_null() {
+            return Err(ffmpeg::Error::from(r.min(-1)));
+        }
+        Ok(UrlReader { pb })
+    }
+
+    /// The resource's size when the protocol knows it (http: Content-Length).
+    pub fn size(&mut self) -> Option<u64> {
+        // SAFETY: `pb` is the open context this value owns.
+        let size = unsafe { sys::avio_size(self.pb) };
+        u64::try_from(size).ok()
+    }
+}
+
+impl std::io::Read for UrlReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let len = libc::c_int::try_from(buf.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `pb` is the open context this value owns; `buf` is valid for writes of
+        // `len` bytes.
+        let r = unsafe { sys::avio_read(self.pb, buf.as_mut_ptr(), len) };
+        match r {
+            n if n >= 0 => Ok(n as usize),
+            sys::AVERROR_EOF => Ok(0),
+            e => Err(std::io::Error::other(ffmpeg::Error::from(e))),
+        }
+    }
+}
+
+impl Drop for UrlReader {
+    fn drop(&mut self) {
+        // SAFETY: `pb` was opened by `avio_open2` and is closed once, here; `avio_closep`
+        // nulls it.
+        unsafe {
+            sys::avio_closep(&mut self.pb);
+        }
+    }
+}
+
+/// Opens `bytes` (a whole segment held in memory, e.g. read over http) as a media input: as
+/// `format` when given (the demuxer a playlist names, not the probe's guess), with `options`
+/// (`format_whitelist`). ffmpeg-next's `input_from_stream` cannot force a demuxer.
+pub fn input_from_bytes(
+    bytes: Vec<u8>,
+    format: Option<format::Input>,
+    options: ffmpeg::Dictionary,
+) -> Result<format::context::Input, ffmpeg::Error> {
+    let mut io = format::context::StreamIo::from_read_seek(std::io::Cursor::new(bytes))?;
+    // SAFETY: `ps` is checked non-null after allocation. Its `pb` is the custom AVIOContext
+    // `io` owns, flagged AVFMT_FLAG_CUSTOM_IO so that libavformat never frees it; on every
+    // path `io` outlives `ps`: on failure `avformat_open_input` frees `ps` itself (and we
+    // close it after a failed stream-info read) before `io` drops, and on success
+    // `wrap_with_custom_io` moves `io` into the returned context, which closes the input
+    // before freeing the AVIOContext. `fmt` is null or a static demuxer description. The
+    // options dictionary goes to the call and whatever it leaves is taken back and freed.
+    unsafe {
+        let mut ps = sys::avformat_alloc_context();
+        if ps.is_null() {
+            return Err(ffmpeg::Error::Other {
+                errno: libc::ENOMEM,
+            });
+        }
+        (*ps).pb = io.as_mut_ptr();
+        (*ps).flags |= sys::AVFMT_FLAG_CUSTOM_IO;
+        let fmt = format.as_ref().map_or(ptr::null(), |f| f.as_ptr());
+        let mut opts = options.disown();
+        let r = sys::avformat_open_input(&mut ps, ptr::null(), fmt, &mut opts);
+        drop(ffmpeg::Dictionary::own(opts));
+        if r < 0 {
+            return Err(ffmpeg::Error::from(r));
+        }
+        let r = sys::avformat_find_stream_info(ps, ptr::null_mut());
+        if r < 0 {
+            sys::avformat_close_input(&mut ps);
+            return Err(ffmpeg::Error::from(r));
+        }
+        Ok(format::context::Input::wrap_with_custom_io(ps, io))
+    }
+}
