@@ -1010,3 +1010,70 @@ fn byte_range_segments_on_a_web_server_are_read_with_range_requests() {
         assert!(requested.contains(&asked), "{asked}: {requested:?}");
     }
 }
+
+/// Over https the server's certificate is verified (libavformat's TLS does not, unless told):
+/// a ladder served with a self-signed certificate (made with the `openssl` CLI, served by
+/// Python's `http.server` over `ssl`) is not read, and the exit status says so.
+#[test]
+fn a_ladder_on_an_https_server_with_an_untrusted_certificate_is_not_read() {
+    let dir = scratch_dir();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl: {made:?}");
+    let script = "import http.server, ssl, sys\n\
+        srv = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+        print(srv.server_address[1], flush=True)\n\
+        srv.serve_forever()\n";
+    let mut server = ChildProcess(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(&cert)
+            .arg(&key)
+            .current_dir(good_ladder())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run python3 (scripts/setup.sh installs it)"),
+    );
+    let mut port = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let (report, status) = check(format!("https://127.0.0.1:{}/master.m3u8", port.trim()));
+    assert_eq!(status, 1, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("reading https://127.0.0.1:"),
+        "{report}"
+    );
+}
+
+/// A process a test started, killed and reaped when the test ends, even by a panic.
+struct ChildProcess(std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -89,6 +89,8 @@ impl Location {
             Location::Web(_) => {
                 opts.set("protocol_whitelist", WEB_PROTOCOLS);
                 opts.set("rw_timeout", WEB_TIMEOUT_MICROSECONDS);
+                // libavformat's TLS does not verify the server's certificate unless told.
+                opts.set("tls_verify", "1");
             }
         }
         opts
