@@ -9,10 +9,11 @@
 //! or a named constant; the binary's `cli` module owns clap and the configuration file
 //! (flags > environment > file > defaults).
 //!
-//! - [`check`]: `video-worker check`: an HLS VOD ladder (ours or anyone's) against the rules of
-//!   Apple's HLS Authoring Specification, by number: `measure` (m3u8-rs, and the FFmpeg
-//!   libraries in-process: IDRs, durations, key frames) → `model::Ladder` → the pure `rules`;
-//!   also run on every job's staging output before it is published.
+//! - [`check`]: `video-worker check`: an HLS VOD ladder (ours or anyone's, in a folder or over
+//!   http(s)) against the rules of Apple's HLS Authoring Specification, by number: `measure`
+//!   (m3u8-rs, and the FFmpeg libraries in-process: IDRs, durations, key frames; their http(s)
+//!   protocols for a URL) → `model::Ladder` → the pure `rules`; also run on every job's staging
+//!   output before it is published.
 //! - [`error`]: `JobError` and its `ErrorKind`, which decides exit status / Ack, Nak or Term.
 //! - [`isolation`]: each job's media work in a child process of this binary (`job-exec`):
 //!   limits, progress lines, a stall/wall/cancel watchdog, signal deaths as typed errors.

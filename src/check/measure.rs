@@ -81,19 +81,17 @@ impl Location {
         }
     }
 
-    /// libavformat's options for opening it: the protocols it may use, and a timeout.
+    /// libavformat's options for opening it: the protocols it may use (and over the web, a
+    /// timeout and a verified certificate).
     fn options(&self) -> ffmpeg::Dictionary<'static> {
-        let mut opts = ffmpeg::Dictionary::new();
         match self {
-            Location::File { .. } => opts.set("protocol_whitelist", FILE_PROTOCOLS),
-            Location::Web(_) => {
-                opts.set("protocol_whitelist", WEB_PROTOCOLS);
-                opts.set("rw_timeout", WEB_TIMEOUT_MICROSECONDS);
-                // libavformat's TLS does not verify the server's certificate unless told.
-                opts.set("tls_verify", "1");
+            Location::File { .. } => {
+                let mut opts = ffmpeg::Dictionary::new();
+                opts.set("protocol_whitelist", FILE_PROTOCOLS);
+                opts
             }
+            Location::Web(_) => web_options(),
         }
-        opts
     }
 
     /// The URL libavformat opens.
@@ -449,10 +447,19 @@ fn measure_web_segment(
     Ok((bytes, measured))
 }
 
+/// How libavformat reads the web here: http(s) only, a timeout, and the server's certificate
+/// verified (libavformat's TLS does not verify it unless told).
+fn web_options() -> ffmpeg::Dictionary<'static> {
+    let mut opts = ffmpeg::Dictionary::new();
+    opts.set("protocol_whitelist", WEB_PROTOCOLS);
+    opts.set("rw_timeout", WEB_TIMEOUT_MICROSECONDS);
+    opts.set("tls_verify", "1");
+    opts
+}
+
 /// The resource at `url` (or its byte `range`), read through libavformat's http(s).
 fn fetch(url: &url::Url, range: Option<ByteRange>) -> Result<Vec<u8>, String> {
-    let web = Location::Web(url.clone());
-    let mut opts = web.options();
+    let mut opts = web_options();
     let limit = match range {
         Some(r) => {
             opts.set("offset", &r.start.to_string());
