@@ -22,6 +22,9 @@
 //! - [`ladder`]: qualities, bitrates, no-upscale and orientation rules → `Ladder`.
 //! - [`media`]: everything that touches FFmpeg (no tokio inside):
 //!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
+//!   - `media::arriving`: an object source read while the worker still downloads it (a chunk
+//!     map shared with the worker; a custom AVIO that waits for each chunk; publish only once
+//!     the source is whole and verified);
 //!   - `media::pipeline`: the fan-out: thread budget, channels, rendition threads, joining;
 //!   - `media::demux`: packets (bounded read errors) and the video decoder (per-frame limits);
 //!   - `media::decode`: the single decode, orientation + constant frame rate, progress;
@@ -44,10 +47,39 @@
 //!   `streams`.
 //! - [`storage`]: sources and outputs in S3 (`s3://`) and the JetStream object store
 //!   (`nats-object://`): typed locations and their confinement, classified store errors, the
-//!   source streamed to scratch, segments uploaded as they close, master last (commit point).
+//!   source streamed to scratch (whole first, or read by the job as it arrives: `--source-read
+//!   overlap`), segments uploaded as they close, master last (commit point).
 //! - [`telemetry`]: operating the worker: `--log-format text|json` (a job's lines carry its
 //!   video_id, kind, sequence and attempt; stage timings at its end), Prometheus metrics, and
 //!   `/metrics`, `/healthz`, `/readyz` on `--metrics-addr`.
+
+/// `FromStr` and `Display` of a fieldless enum by the names it has on the command line and in
+/// files: `named_enum!(Type, "what it is", { Variant => "name", … });`.
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {s:?} ({})",
+                        $what,
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $($ty::$variant => $name,)+
+                })
+            }
+        }
+    };
+}
 
 pub mod check;
 pub mod error;

@@ -119,6 +119,11 @@ struct Relay {
 
 impl Relay {
     fn start(target: u16) -> Relay {
+        Relay::start_throttled(target, None)
+    }
+
+    /// With `pause`: a pause after every forwarded read of up to 64 KiB (a slow network).
+    fn start_throttled(target: u16, pause: Option<Duration>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("relay port");
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
@@ -149,6 +154,9 @@ impl Relay {
                                 Ok(n) => {
                                     if to.write_all(&buf[..n]).is_err() {
                                         break;
+                                    }
+                                    if let Some(pause) = pause {
+                                        std::thread::sleep(pause);
                                     }
                                 }
                                 Err(e)
@@ -861,6 +869,181 @@ async fn transcode_reads_an_s3_source_and_writes_a_nats_object_ladder() {
         &back.display().to_string(),
     ]);
     check_tree(&tree, &back, &["240p"]);
+}
+
+/// A source of `seconds` of 320x240 noise, coded losslessly: ~2.9 MB a second that no
+/// encoder can shrink, with the MP4 index at its end (no `faststart`).
+fn make_noise_video(path: &Path, seconds: f64) {
+    make_clip(
+        path,
+        &format!("testsrc2=size=320x240:rate=25:duration={seconds},noise=alls=80:allf=t"),
+        seconds,
+        &["-preset", "ultrafast", "-qp", "0"],
+    );
+}
+
+/// The files of a local ladder (segments, playlists, thumbnail), name → bytes.
+fn ladder_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "manifest.json")
+        .map(|n| (n.clone(), std::fs::read(dir.join(&n)).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_same_ladder() {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    // ~6 MB/s: the download of the source takes a couple of seconds.
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(10)));
+    let s = Scratch::new();
+    let source = s.uploads().join("a1.mp4");
+    make_noise_video(&source, 4.0);
+    let size = std::fs::metadata(&source).unwrap().len();
+    // Larger than the tail fetched first by a ranged GET, where this MP4 keeps its index.
+    assert!(size > 9 << 20, "the source is only {size} bytes");
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/a1.mp4",
+        &source.display().to_string(),
+    ]);
+    let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
+    args.extend(["--source-read".into(), "overlap".into()]);
+    args.extend(["--progress-interval".into(), "0.2".into()]);
+    let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
+    let (client, js) = jetstream(&server.url()).await;
+    let mut progress = client.subscribe("video.progress.a1").await.unwrap();
+    let out = s.root().join("out/a1");
+    let job = object_job(
+        "a1",
+        "s3://media/uploads/a1.mp4",
+        &out.display().to_string(),
+    );
+    submit(&js, &job, "process:a1").await;
+    let done = outcome(&js, "a1", 1).await.expect("processed");
+    assert_eq!(done["result"]["source"], "s3://media/uploads/a1.mp4");
+    assert!(
+        w.log().contains("overlapped=true"),
+        "the download did not run alongside the media work:\n{}",
+        w.log()
+    );
+    // Frames were encoded while bytes of the source were still on their way.
+    use futures_util::StreamExt;
+    let mut during = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await
+    {
+        let p: Value = serde_json::from_slice(&m.payload).unwrap();
+        let (frames, got) = (p["frames"].as_u64(), p["bytes_downloaded"].as_u64());
+        if let (Some(frames), Some(got)) = (frames, got) {
+            if frames > 0 && got < size && during.is_none() {
+                during = Some((frames, got));
+            }
+        }
+    }
+    let (frames, got) = during.expect("no frame was encoded before the source was whole");
+    println!("{frames} frames encoded with {got} of {size} bytes downloaded");
+
+    // The same job on the local file: the same bytes in every file of the ladder.
+    let reference = s.root().join("out/a1-local");
+    let mut local = object_job("a1-local", &source.display().to_string(), "");
+    local["output_path"] = reference.display().to_string().into();
+    submit(&js, &local, "process:a1-local").await;
+    outcome(&js, "a1-local", 1).await.expect("processed");
+    assert_valid_output(&out, &["240p"]);
+    let (ours, theirs) = (ladder_files(&out), ladder_files(&reference));
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &ours {
+        assert!(
+            bytes == &theirs[name],
+            "{name} differs from the local source's"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_while_the_source_arrives_fails_the_job_with_the_store_error_and_publishes_nothing(
+) {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    // ~3 MB/s: the cut comes long before the source is whole.
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
+    let s = Scratch::new();
+    let source = s.uploads().join("c1.mp4");
+    make_noise_video(&source, 4.0);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        "uploads/c1.mp4",
+        &source.display().to_string(),
+    ]);
+    let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
+    args.extend([
+        "--source-read".into(),
+        "overlap".into(),
+        "--s3-retries".into(),
+        "0".into(),
+    ]);
+    let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
+    let (client, js) = jetstream(&server.url()).await;
+    let mut progress = client.subscribe("video.progress.c1").await.unwrap();
+    let out = s.root().join("out/c1");
+    let job = object_job(
+        "c1",
+        "s3://media/uploads/c1.mp4",
+        &out.display().to_string(),
+    );
+    submit(&js, &job, "process:c1").await;
+    // Cut once the job reads the arriving source.
+    use futures_util::StreamExt;
+    let deadline = Instant::now() + T;
+    loop {
+        assert!(Instant::now() < deadline, "no progress before the cut");
+        let m = tokio::time::timeout(T, progress.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let p: Value = serde_json::from_slice(&m.payload).unwrap();
+        if p["bytes_downloaded"].as_u64().is_some_and(|b| b > 0) {
+            break;
+        }
+    }
+    relay.set_down(true);
+    // Every attempt fails on the store (the relay stays down): dead-lettered as output_io.
+    let failed = outcome(&js, "c1", 1).await.expect_err("the job failed");
+    assert_eq!(failed["kind"], "output_io", "{failed}");
+    assert_eq!(failed["retries_exhausted"], true, "{failed}");
+    // The attempt that was reading the arriving source failed with the store's error, not
+    // with the media work's view of it (a source that ends early is invalid media).
+    let log = w.log();
+    let first = log
+        .lines()
+        .find(|l| l.contains("attempt=1") && l.contains("transient failure"))
+        .unwrap_or_else(|| panic!("no failure of attempt 1 in the log:\n{log}"));
+    assert!(
+        first.contains("error=output_io: object storage: s3://media/uploads/c1.mp4"),
+        "{first}"
+    );
+    assert!(!log.contains("invalid_media"), "{log}");
+    assert!(
+        !out.exists(),
+        "an output was published from a partial source"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(s.root().join("out"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "left in the output folder: {leftovers:?}"
+    );
 }
 
 /// The worker's peak RSS while it downloads a large source (1 GiB unless `VW_BIG_SOURCE_MB`

@@ -19,7 +19,7 @@ use video_worker::queue::setup::MAX_REPLICAS;
 use video_worker::queue::submit::{SubmitOptions, DEFAULT_WAIT_TIMEOUT_SECONDS};
 use video_worker::queue::worker::{Concurrency, WorkerConfig};
 use video_worker::queue::{NatsConfig, Topology};
-use video_worker::storage::{Secret, StorageConfig};
+use video_worker::storage::{Secret, SourceRead, StorageConfig};
 
 /// `process`, `thumbnail` or `metadata`, offered as such to completions.
 fn job_kind() -> impl TypedValueParser<Value = JobKind> {
@@ -510,6 +510,10 @@ pub struct StorageArgs {
     /// Timeout of one S3 request, seconds.
     #[arg(long, default_value_t = StorageConfig::default().s3_timeout)]
     pub s3_timeout: f64,
+    /// How a transcode reads an object source: `download` (whole, digest checked, then
+    /// decoded) or `overlap` (decoded while it arrives; published once whole and checked).
+    #[arg(long, env = "VW_SOURCE_READ", default_value_t = StorageConfig::default().source_read)]
+    pub source_read: SourceRead,
 }
 
 impl StorageArgs {
@@ -530,6 +534,7 @@ impl StorageArgs {
             s3_allow_http: self.s3_allow_http,
             s3_retries: self.s3_retries,
             s3_timeout: self.s3_timeout,
+            source_read: self.source_read,
         }
     }
 }

@@ -13,6 +13,7 @@
 //! during the job: nothing is published) → renamed into place
 //! ```
 
+pub mod arriving;
 pub mod audio;
 pub(crate) mod confine;
 pub(crate) mod decode;
@@ -82,25 +83,7 @@ impl AudioLayout {
     }
 }
 
-impl std::str::FromStr for AudioLayout {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "separate" => Ok(AudioLayout::Separate),
-            "muxed" => Ok(AudioLayout::Muxed),
-            _ => Err(format!("unknown audio layout {s:?} (separate, muxed)")),
-        }
-    }
-}
-
-impl std::fmt::Display for AudioLayout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AudioLayout::Separate => "separate",
-            AudioLayout::Muxed => "muxed",
-        })
-    }
-}
+named_enum!(AudioLayout, "audio layout", { Separate => "separate", Muxed => "muxed" });
 
 /// One transcode: a source, where its ladder goes, and how to encode it.
 /// Serialisable: it is the request a job process reads on its stdin.
@@ -138,6 +121,10 @@ pub struct TranscodeRequest {
     /// MPEG-TS segments (default) or fragmented MP4 (CMAF) ones.
     #[serde(default)]
     pub segments: hls::SegmentFormat,
+    /// The source is still being downloaded into `source` (object storage, `--source-read
+    /// overlap`): read it as it arrives, and publish only once it is whole and verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arriving: Option<arriving::Arriving>,
 }
 
 fn default_field_rate_up_to() -> u32 {
@@ -164,6 +151,7 @@ impl TranscodeRequest {
             field_rate_up_to: crate::ladder::DEFAULT_FIELD_RATE_UP_TO,
             measure_quality: false,
             segments: hls::SegmentFormat::default(),
+            arriving: None,
         })
     }
 
@@ -350,7 +338,10 @@ pub fn split_threads(budget: usize, pixels: &[u64]) -> Vec<usize> {
 /// Opens the source without following a symlink swapped onto its (checked, canonical) path
 /// since it was checked: libavformat reads the file that was opened, not the path.
 fn open_checked_source(req: &TranscodeRequest) -> Result<probe::Source> {
-    probe::open_confined(&req.source, &req.limits)
+    match &req.arriving {
+        Some(a) => probe::open_arriving(&req.source, a, &req.limits),
+        None => probe::open_confined(&req.source, &req.limits),
+    }
 }
 
 /// Transcodes one source into an HLS ladder at `req.output_dir`, which appears only when
@@ -376,8 +367,12 @@ pub fn transcode(
 
     let decoded = pipeline::run(source, &ladder, req, staging.path(), cancel, progress);
     // A source replaced while it was read explains any decode failure, and must not be
-    // published under the request's fingerprint either way.
-    probe::check_unchanged(&info)?;
+    // published under the request's fingerprint either way. An arriving source changes while
+    // it is read by design: it must be whole and match the store's digest instead.
+    match &req.arriving {
+        Some(a) => arriving::wait_verified(a, cancel)?,
+        None => probe::check_unchanged(&info)?,
+    }
     let decoded = decoded?;
 
     progress(&ProgressTick {

@@ -299,11 +299,44 @@ pub(crate) fn open_confined(path: &Path, limits: &Limits) -> Result<Source> {
     open_reading(path, &crate::media::confine::fd_path(&pinned), limits)
 }
 
+/// [`open_confined`] for a source still being downloaded into `path` (see
+/// [`crate::media::arriving`]): libavformat reads it through a custom AVIO that waits for each
+/// chunk as it arrives.
+pub(crate) fn open_arriving(
+    path: &Path,
+    arriving: &crate::media::arriving::Arriving,
+    limits: &Limits,
+) -> Result<Source> {
+    check_path(path)?;
+    let pinned = crate::media::confine::open_file(path)
+        .map_err(|e| JobError::internal(format!("arriving source {}: {e}", path.display())))?;
+    let reader = crate::media::arriving::Reader::new(pinned, arriving)
+        .map_err(|e| JobError::internal(format!("arriving source {}: {e}", path.display())))?;
+    let meta = check_file(path)?;
+    crate::media::init()?;
+    let input = format::context::StreamIo::from_read_seek(reader)
+        .and_then(|io| {
+            format::input_from_stream(io, Some(&path.to_string_lossy()), Some(input_options()))
+        })
+        .map_err(|e| not_media(path, e))?;
+    describe(path, meta, input, limits)
+}
+
 /// Opens `read` (the file itself) and describes it as the source `path`.
 fn open_reading(path: &Path, read: &Path, limits: &Limits) -> Result<Source> {
     let meta = check_file(path)?;
     crate::media::init()?;
     let input = open_input(read, path)?;
+    describe(path, meta, input, limits)
+}
+
+/// What an opened source holds, checked against the limits.
+fn describe(
+    path: &Path,
+    meta: std::fs::Metadata,
+    input: format::context::Input,
+    limits: &Limits,
+) -> Result<Source> {
     let duration = (input.duration() > 0)
         .then(|| input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
     let video = describe_video(&input, path, limits, duration)?;
@@ -345,19 +378,26 @@ fn check_file(path: &Path) -> Result<std::fs::Metadata> {
     Ok(meta)
 }
 
-fn open_input(read: &Path, path: &Path) -> Result<format::context::Input> {
+/// Protocols and containers a source may use.
+fn input_options() -> ffmpeg::Dictionary<'static> {
     let mut options = ffmpeg::Dictionary::new();
     options.set("protocol_whitelist", "file");
     options.set("format_whitelist", FORMAT_WHITELIST);
+    options
+}
+
+fn not_media(path: &Path, e: ffmpeg::Error) -> JobError {
+    JobError::invalid_media(format!(
+        "{} is not a readable media file ({e}); accepted containers: MP4/MOV, Matroska/WebM, \
+         AVI, MPEG-TS/PS, FLV, ASF, Ogg, MXF, raw H.264/HEVC",
+        path.display()
+    ))
+}
+
+fn open_input(read: &Path, path: &Path) -> Result<format::context::Input> {
     // The `file:` prefix makes libavformat treat every path as a file, whatever it contains.
     let url = format!("file:{}", read.display());
-    format::input_with_dictionary(&url, options).map_err(|e| {
-        JobError::invalid_media(format!(
-            "{} is not a readable media file ({e}); accepted containers: MP4/MOV, Matroska/WebM, \
-             AVI, MPEG-TS/PS, FLV, ASF, Ogg, MXF, raw H.264/HEVC",
-            path.display()
-        ))
-    })
+    format::input_with_dictionary(&url, input_options()).map_err(|e| not_media(path, e))
 }
 
 /// The video stream to transcode (the first that is not cover art), checked against the

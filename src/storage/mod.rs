@@ -1,10 +1,13 @@
 //! Sources and outputs in object storage: S3 (or any S3-compatible store) as
 //! `s3://BUCKET/KEY`, and the NATS JetStream object store as `nats-object://BUCKET/NAME`.
-//! No FFmpeg here: the media code only ever sees local files.
+//! No FFmpeg here: the media code only ever sees local files (with `--source-read overlap`,
+//! one that is still arriving: `media::arriving`).
 //!
 //! ```text
 //!  s3://… / nats-object://…            scratch dir (--scratch, one per job, removed after)
 //!  source ──streamed GET (digest checked)──► source file ──► media::transcode (job process)
+//!         (overlap: S3 tail by ranged GET first; chunks marked as they land, the job decodes
+//!          meanwhile and publishes only after the digest matched)
 //!                                                               │ segments into staging
 //!  PREFIX/<q>_NNN.ts ◄── uploader: each closed segment, concurrent, bounded ◄──┘
 //!  PREFIX/<q>.m3u8, manifest.json, thumbnail.jpg ◄── after the job ends
@@ -31,6 +34,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JobError, Result};
+use crate::media::arriving::{MapWriter, CHUNK_BYTES};
 
 pub use run::ObjectRun;
 
@@ -231,7 +235,24 @@ pub struct StorageConfig {
     pub s3_retries: usize,
     /// Timeout of one S3 request, seconds.
     pub s3_timeout: f64,
+    /// How a transcode reads an object source: downloaded whole first, or decoded while it
+    /// arrives.
+    pub source_read: SourceRead,
 }
+
+/// How a transcode reads an object source (`--source-read`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceRead {
+    /// Streamed whole into scratch and its digest checked, then decoded.
+    #[default]
+    Download,
+    /// Decoded while it is streamed into scratch (an S3 source's tail first, by a ranged
+    /// GET); published only once it is whole and its digest matched.
+    Overlap,
+}
+
+named_enum!(SourceRead, "source read", { Download => "download", Overlap => "overlap" });
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -249,6 +270,7 @@ impl Default for StorageConfig {
             s3_allow_http: false,
             s3_retries: 5,
             s3_timeout: 60.0,
+            source_read: SourceRead::default(),
         }
     }
 }
@@ -345,6 +367,80 @@ pub struct Transfer {
     pub uploaded: AtomicU64,
 }
 
+/// Where a download's bytes go: the scratch file, written from its start. With an arrival map
+/// (`--source-read overlap`: a job already reads the file), the file exists at its full size
+/// and each chunk that became whole is flushed and marked for the job.
+pub(crate) struct Sink<'a> {
+    file: tokio::fs::File,
+    path: &'a Path,
+    arrival: Option<&'a MapWriter>,
+    written: u64,
+    marked: u64,
+}
+
+impl<'a> Sink<'a> {
+    pub(crate) async fn open(
+        path: &'a Path,
+        arrival: Option<&'a MapWriter>,
+    ) -> std::result::Result<Sink<'a>, StoreError> {
+        let file = match arrival {
+            None => tokio::fs::File::create(path).await,
+            // Made at its full size by the map's writer: not truncated (a retried download
+            // writes the same bytes again from the start).
+            Some(_) => tokio::fs::OpenOptions::new().write(true).open(path).await,
+        }
+        .map_err(|e| Sink::error(path, e))?;
+        Ok(Sink {
+            file,
+            path,
+            arrival,
+            written: 0,
+            marked: 0,
+        })
+    }
+
+    fn error(path: &Path, e: std::io::Error) -> StoreError {
+        StoreError::new(
+            Failure::Transient,
+            format!("scratch {}: {e}", path.display()),
+        )
+    }
+
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| Sink::error(self.path, e))?;
+        self.written += bytes.len() as u64;
+        if self.arrival.is_some() && self.written - self.marked >= CHUNK_BYTES {
+            self.publish().await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what was written (tokio's file writes land on a blocking thread) and marks it.
+    async fn publish(&mut self) -> std::result::Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Sink::error(self.path, e))?;
+        if let Some(map) = self.arrival {
+            map.advance(self.written)
+                .map_err(|e| Sink::error(&map.arriving().map, e))?;
+        }
+        self.marked = self.written;
+        Ok(())
+    }
+
+    /// Everything written and (with a map) marked; the bytes written.
+    pub(crate) async fn finish(mut self) -> std::result::Result<u64, StoreError> {
+        self.publish().await?;
+        Ok(self.written)
+    }
+}
+
 /// The Content-Type of an output file, by its extension.
 pub fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {
@@ -404,17 +500,36 @@ impl Stores {
     }
 
     /// Streams `url` into `dest` (created), never holding more than one chunk in memory;
-    /// refuses more than `max_bytes`; checks the store's digest where it has one.
+    /// refuses more than `max_bytes`; checks the store's digest where it has one. With
+    /// `arrival` (a job reads `dest` as it arrives), whole chunks are marked as they land, and
+    /// an S3 source's tail is fetched first by a ranged GET: a demuxer reads an MP4's index
+    /// there before anything else. The map's end (verified or failed) is the caller's.
     pub async fn download(
         &self,
         url: &ObjectUrl,
         dest: &Path,
         max_bytes: u64,
         counter: &AtomicU64,
+        arrival: Option<&MapWriter>,
     ) -> std::result::Result<u64, StoreError> {
         match url.scheme {
-            Scheme::S3 => self.s3.download(url, dest, max_bytes, counter).await,
-            Scheme::NatsObject => self.nats()?.download(url, dest, max_bytes, counter).await,
+            Scheme::S3 => {
+                let whole = self.s3.download(url, dest, max_bytes, counter, arrival);
+                match arrival {
+                    Some(map) => {
+                        let tail = self.s3.fetch_tail(url, dest, map);
+                        let (whole, tail) = tokio::join!(whole, tail);
+                        tail?;
+                        whole
+                    }
+                    None => whole.await,
+                }
+            }
+            Scheme::NatsObject => {
+                self.nats()?
+                    .download(url, dest, max_bytes, counter, arrival)
+                    .await
+            }
         }
     }
 

@@ -12,9 +12,10 @@ use async_nats::jetstream::Context;
 use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::{Failure, ObjectMeta, ObjectUrl, StoreError};
+use super::{Failure, ObjectMeta, ObjectUrl, Sink, StoreError};
+use crate::media::arriving::MapWriter;
 
 /// Tries of one read or write that failed transiently (or with a digest mismatch).
 const ATTEMPTS: u32 = 3;
@@ -133,9 +134,10 @@ impl Nats<'_> {
         dest: &Path,
         max_bytes: u64,
         counter: &AtomicU64,
+        arrival: Option<&MapWriter>,
     ) -> std::result::Result<u64, StoreError> {
         let bucket = &self.bucket(&url.bucket, false).await?;
-        retried(move || self.download_once(bucket, url, dest, max_bytes, counter)).await
+        retried(move || self.download_once(bucket, url, dest, max_bytes, counter, arrival)).await
     }
 
     async fn download_once(
@@ -145,6 +147,7 @@ impl Nats<'_> {
         dest: &Path,
         max_bytes: u64,
         counter: &AtomicU64,
+        arrival: Option<&MapWriter>,
     ) -> std::result::Result<u64, StoreError> {
         let mut object = bucket
             .get(&url.key)
@@ -160,13 +163,7 @@ impl Nats<'_> {
                 ),
             ));
         }
-        let scratch = |e: std::io::Error| {
-            StoreError::new(
-                Failure::Transient,
-                format!("scratch {}: {e}", dest.display()),
-            )
-        };
-        let mut file = tokio::fs::File::create(dest).await.map_err(scratch)?;
+        let mut sink = Sink::open(dest, arrival).await?;
         let mut sha = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
@@ -186,10 +183,10 @@ impl Nats<'_> {
                 ));
             }
             sha.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(scratch)?;
+            sink.write(&buf[..n]).await?;
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
-        file.flush().await.map_err(scratch)?;
+        sink.finish().await?;
         if total != info.size as u64 {
             return Err(StoreError::new(
                 Failure::Corrupt,

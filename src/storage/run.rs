@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{Failure, Location, ObjectMeta, ObjectUrl, Role, Stores, Transfer};
+use super::{Failure, Location, ObjectMeta, ObjectUrl, Role, SourceRead, Stores, Transfer};
 use crate::error::{JobError, Result};
+use crate::media::arriving::{Arriving, MapWriter};
 use crate::media::hls::playlist::MASTER;
 use crate::media::manifest::{Manifest, MANIFEST};
 use crate::media::Outcome;
@@ -74,6 +75,8 @@ pub struct ObjectRun {
     pub source_meta: Option<ObjectMeta>,
     pub transfer: Arc<Transfer>,
     started: Instant,
+    /// Set when the media work reads the source as it arrives (`--source-read overlap`).
+    arrival: Option<MapWriter>,
 }
 
 fn scratch_dir(root: &Path, tag: &str) -> Result<PathBuf> {
@@ -171,6 +174,7 @@ impl ObjectRun {
             source_meta,
             transfer: Arc::new(Transfer::default()),
             started: Instant::now(),
+            arrival: None,
         })
     }
 
@@ -233,11 +237,71 @@ impl ObjectRun {
             .map_err(|e| e.into_job(Role::Output))
     }
 
-    /// Streams an object source into scratch (nothing to do for a local one).
+    /// With `--source-read overlap` and an object source: prepares the scratch file for a
+    /// transcode that reads the source as it arrives, and says so for its request. Then
+    /// [`ObjectRun::fetch_source`] runs alongside the media work ([`ObjectRun::alongside`]).
+    pub fn read_as_it_arrives(&mut self) -> Result<Option<Arriving>> {
+        let (Some(_), Some(meta)) = (&self.source_url, &self.source_meta) else {
+            return Ok(None);
+        };
+        if self.stores.args.source_read != SourceRead::Overlap {
+            return Ok(None);
+        }
+        let map = MapWriter::create(&self.source, meta.size)
+            .map_err(|e| JobError::output_io(format!("scratch {}: {e}", self.source.display())))?;
+        let arriving = map.arriving().clone();
+        self.arrival = Some(map);
+        Ok(Some(arriving))
+    }
+
+    /// True when the source is read as it arrives (see [`ObjectRun::read_as_it_arrives`]).
+    pub fn overlapped(&self) -> bool {
+        self.arrival.is_some()
+    }
+
+    /// Runs `media` while the source arrives (`download`: [`ObjectRun::fetch_source`]): the
+    /// media work's result, or the download's error when the download failed (the media
+    /// work then fails too, on the map's failed state, for that reason). A media work that
+    /// fails first ends the download.
+    pub async fn alongside<T>(
+        &self,
+        download: impl Future<Output = Result<()>>,
+        media: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        // On the heap: a job's media future is large, and two of them side by side in the
+        // caller's state overflowed a worker thread's stack (debug builds).
+        let (mut download, mut media) = (Box::pin(download), Box::pin(media));
+        let mut fetched: Option<Result<()>> = None;
+        loop {
+            tokio::select! {
+                r = &mut download, if fetched.is_none() => fetched = Some(r),
+                m = &mut media => {
+                    return match fetched {
+                        Some(Err(e)) => Err(e),
+                        _ => m,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Streams an object source into scratch (nothing to do for a local one). When the media
+    /// work reads it as it arrives, the map ends verified only after the digest matched, and
+    /// failed on any other end (an error, or this future dropped).
     pub async fn fetch_source(&self) -> Result<()> {
         let Some(url) = &self.source_url else {
             return Ok(());
         };
+        /// Fails the arrival map unless the download ended verified.
+        struct Ending<'a>(Option<&'a MapWriter>);
+        impl Drop for Ending<'_> {
+            fn drop(&mut self) {
+                if let Some(map) = self.0 {
+                    map.failed();
+                }
+            }
+        }
+        let mut ending = Ending(self.arrival.as_ref());
         let started = Instant::now();
         let bytes = self
             .stores
@@ -246,6 +310,7 @@ impl ObjectRun {
                 &self.source,
                 self.stores.args.max_source_bytes,
                 &self.transfer.downloaded,
+                self.arrival.as_ref(),
             )
             .await
             .map_err(|e| match e.failure {
@@ -254,8 +319,13 @@ impl ObjectRun {
                 }
                 _ => e.into_job(Role::Source),
             })?;
+        if let Some(map) = ending.0 {
+            map.verified()
+                .map_err(|e| JobError::output_io(format!("arrival map: {e}")))?;
+        }
+        ending.0 = None;
         tracing::info!(source = %url, bytes, seconds = started.elapsed().as_secs_f64(),
-            "source downloaded to scratch");
+            overlapped = self.overlapped(), "source downloaded to scratch");
         Ok(())
     }
 
@@ -337,17 +407,26 @@ pub async fn transcode(
     cancel: Arc<std::sync::atomic::AtomicBool>,
     progress: Arc<dyn Fn(&crate::media::ProgressTick) + Send + Sync>,
 ) -> Result<(Outcome, Option<UploadReport>)> {
-    let run = ObjectRun::begin(stores, "transcode", source, Some(output)).await?;
+    let mut run = ObjectRun::begin(stores, "transcode", source, Some(output)).await?;
     run.claim_output(req.video_id.as_deref()).await?;
     req.source = run.source.clone();
     req.output_dir = run.output_dir.clone();
-    run.fetch_source().await?;
+    req.arriving = run.read_as_it_arrives()?;
+    if !run.overlapped() {
+        run.fetch_source().await?;
+    }
     let media = async move {
         tokio::task::spawn_blocking(move || crate::media::transcode(&req, &cancel, &*progress))
             .await
             .map_err(|e| JobError::internal(format!("transcode thread: {e}")))?
     };
-    let (mut outcome, report) = run.produce(media).await?;
+    let (mut outcome, report) = match run.overlapped() {
+        true => {
+            run.produce(run.alongside(run.fetch_source(), media))
+                .await?
+        }
+        false => run.produce(media).await?,
+    };
     run.publicise(&mut outcome);
     Ok((outcome, report))
 }

@@ -19,13 +19,17 @@ use object_store::{
     Attribute, Attributes, BackoffConfig, ClientOptions, MultipartUpload, ObjectStore,
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
-use super::{Failure, ObjectMeta, ObjectUrl, StorageConfig, StoreError};
+use super::{Failure, ObjectMeta, ObjectUrl, Sink, StorageConfig, StoreError};
+use crate::media::arriving::MapWriter;
 
 /// Files up to this size go up in one PUT; larger ones (a source for `submit --upload`) as a
 /// multipart upload of parts this big (S3's minimum part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
+/// The end of a source fetched first when a job reads it as it arrives: where an MP4 written
+/// without `faststart` keeps its index (a 2-hour film's is a few MiB).
+const TAIL_BYTES: u64 = 8 << 20;
 
 pub(crate) struct S3Stores {
     args: StorageConfig,
@@ -136,6 +140,7 @@ impl S3Stores {
         dest: &Path,
         max_bytes: u64,
         counter: &AtomicU64,
+        arrival: Option<&MapWriter>,
     ) -> std::result::Result<u64, StoreError> {
         let got = self
             .client(&url.bucket)?
@@ -157,12 +162,7 @@ impl S3Stores {
             .as_deref()
             .map(|t| t.trim_matches('"').to_ascii_lowercase())
             .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
-        let mut file = tokio::fs::File::create(dest).await.map_err(|e| {
-            StoreError::new(
-                Failure::Transient,
-                format!("scratch {}: {e}", dest.display()),
-            )
-        })?;
+        let mut sink = Sink::open(dest, arrival).await?;
         let mut md5 = Md5::new();
         let mut total = 0u64;
         let mut stream = got.into_stream();
@@ -176,20 +176,10 @@ impl S3Stores {
                 ));
             }
             md5.update(&chunk);
-            file.write_all(&chunk).await.map_err(|e| {
-                StoreError::new(
-                    Failure::Transient,
-                    format!("scratch {}: {e}", dest.display()),
-                )
-            })?;
+            sink.write(&chunk).await?;
             counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        file.flush().await.map_err(|e| {
-            StoreError::new(
-                Failure::Transient,
-                format!("scratch {}: {e}", dest.display()),
-            )
-        })?;
+        sink.finish().await?;
         if total != announced {
             return Err(StoreError::new(
                 Failure::Corrupt,
@@ -206,6 +196,54 @@ impl S3Stores {
             }
         }
         Ok(total)
+    }
+
+    /// The last [`TAIL_BYTES`] of `url` by one ranged GET, written in place into `dest` (a
+    /// file at the object's full size) and marked in `map`. Nothing for an object no larger:
+    /// the sequential download is then the same request.
+    pub(crate) async fn fetch_tail(
+        &self,
+        url: &ObjectUrl,
+        dest: &Path,
+        map: &MapWriter,
+    ) -> std::result::Result<(), StoreError> {
+        let size = map.arriving().size;
+        if size <= TAIL_BYTES {
+            return Ok(());
+        }
+        let start = size - TAIL_BYTES;
+        let bytes = self
+            .client(&url.bucket)?
+            .get_range(&key(url)?, start..size)
+            .await
+            .map_err(|e| classify(url, e))?;
+        if bytes.len() as u64 != TAIL_BYTES {
+            return Err(StoreError::new(
+                Failure::Corrupt,
+                format!(
+                    "{url}: the ranged GET of its last {TAIL_BYTES} bytes gave {}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let path = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.write_all_at(&bytes, start))
+        })
+        .await
+        .map_err(|e| StoreError::new(Failure::Transient, format!("scratch write: {e}")))?
+        .map_err(|e| {
+            StoreError::new(
+                Failure::Transient,
+                format!("scratch {}: {e}", dest.display()),
+            )
+        })?;
+        map.mark(start, size)
+            .map_err(|e| StoreError::new(Failure::Transient, format!("arrival map: {e}")))
     }
 
     pub(crate) async fn put_file(

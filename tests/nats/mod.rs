@@ -191,37 +191,35 @@ impl Drop for NatsServer {
 
 /// A test video (H.264 + AAC in MP4) made with Debian's ffmpeg CLI.
 pub fn make_video(path: &Path, width: u32, height: u32, seconds: f64) {
+    make_clip(
+        path,
+        &format!("testsrc2=size={width}x{height}:rate=25:duration={seconds}"),
+        seconds,
+        &["-preset", "ultrafast", "-g", "50"],
+    );
+}
+
+/// A clip of the lavfi `video` source with a 440 Hz tone, coded by libx264 with `x264_args`
+/// and AAC, made with Debian's ffmpeg CLI.
+pub fn make_clip(path: &Path, video: &str, seconds: f64, x264_args: &[&str]) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "testsrc2=size={width}x{height}:rate=25:duration={seconds}"
-        ))
+        .args(["-f", "lavfi", "-i", video])
         .args(["-f", "lavfi", "-i"])
         .arg(format!(
             "sine=frequency=440:sample_rate=48000:duration={seconds}"
         ))
-        .args([
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "50",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
+        .args(["-map", "0:v", "-map", "1:a", "-c:v", "libx264"])
+        .args(x264_args)
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
         .arg(path)
         .status()
         .expect("run ffmpeg (Debian package `ffmpeg`)");
-    assert!(status.success(), "ffmpeg fixture failed");
+    assert!(
+        status.success(),
+        "ffmpeg fixture failed: {}",
+        path.display()
+    );
 }
 
 /// Checks a published HLS output: master playlist parsed with m3u8-rs naming each expected

@@ -59,25 +59,7 @@ impl SegmentFormat {
     }
 }
 
-impl std::str::FromStr for SegmentFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "ts" => Ok(SegmentFormat::Ts),
-            "fmp4" => Ok(SegmentFormat::Fmp4),
-            _ => Err(format!("unknown segment format {s:?} (ts, fmp4)")),
-        }
-    }
-}
-
-impl std::fmt::Display for SegmentFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SegmentFormat::Ts => "ts",
-            SegmentFormat::Fmp4 => "fmp4",
-        })
-    }
-}
+named_enum!(SegmentFormat, "segment format", { Ts => "ts", Fmp4 => "fmp4" });
 
 /// fMP4 timestamps are shifted by this much (seconds), as the mpegts muxer shifts its own by
 /// 2 × max_delay: B-frame DTS and the AAC priming packet start before zero, and a track

@@ -140,7 +140,7 @@ pub(super) async fn execute(
     let (source, output) = job.public_paths();
     tracing::info!(video_id = %job.video_id, source = %source.display(),
         output = %output.display(), "job valid (object storage)");
-    let run = begin(shared, &mut job).await?;
+    let mut run = begin(shared, &mut job).await?;
     let mut event = base_event(shared, &job, kind, d);
     let limits = shared.limits;
     let work = match kind {
@@ -175,6 +175,8 @@ pub(super) async fn execute(
                 });
             }
             run.claim_output(Some(&job.video_id)).await?;
+            let mut req = req;
+            req.arriving = run.read_as_it_arrives()?;
             MediaJob::transcode(&req)
         }
         JobKind::Thumbnail => {
@@ -193,8 +195,19 @@ pub(super) async fn execute(
             }
         }
     };
-    telemetry::enter(Stage::Fetch);
-    let size = run.source_meta.as_ref().map(|m| m.size);
+    // Read as it arrives: the download runs alongside the media work, whose progress
+    // events carry the bytes downloaded.
+    let overlapped = run.overlapped();
+    telemetry::enter(if overlapped {
+        Stage::Transcode
+    } else {
+        Stage::Fetch
+    });
+    let size = run
+        .source_meta
+        .as_ref()
+        .map(|m| m.size)
+        .filter(|_| !overlapped);
     let report = |done: bool| download_progress(shared, &job, d.attempt, &run.transfer, size, done);
     if size.is_some() {
         report(false).await;
@@ -204,13 +217,15 @@ pub(super) async fn execute(
     let mut tick = tokio::time::interval(seconds(shared.args.progress_interval, 1.0));
     // An interval's first tick is immediate: the start was reported above.
     tick.tick().await;
-    let fetched = loop {
-        tokio::select! {
-            r = &mut downloading => break r,
-            _ = tick.tick() => report(false).await,
-        }
-    };
-    fetched?;
+    if !overlapped {
+        let fetched = loop {
+            tokio::select! {
+                r = &mut downloading => break r,
+                _ = tick.tick() => report(false).await,
+            }
+        };
+        fetched?;
+    }
     if size.is_some() {
         report(true).await;
     }
@@ -228,7 +243,13 @@ pub(super) async fn execute(
         telemetry::enter(Stage::Upload);
         r
     };
-    let (mut result, report) = beating(run.produce(media), &run.transfer, heartbeat).await?;
+    let (mut result, report) = match overlapped {
+        true => {
+            let both = run.alongside(downloading, media);
+            beating(run.produce(both), &run.transfer, heartbeat).await?
+        }
+        false => beating(run.produce(media), &run.transfer, heartbeat).await?,
+    };
     telemetry::metrics::media_done(job.kind, &result);
     if let ChildResult::Transcode(outcome) = &mut result {
         run.publicise(outcome);
