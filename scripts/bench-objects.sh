@@ -6,7 +6,10 @@
 # stored and to the master (commit point).
 #
 #   scripts/bench-objects.sh [--runs N] [--seconds S] [--quality LIST] [--preset P] [--source FILE]
+#                            [--link-mbps M]
 #
+# --link-mbps M: the worker reaches moto through scripts/bench/link.py, one shaped link of M
+# Mbit/s shared by both directions (a network instead of loopback).
 # Defaults: 3 runs, the first 10 s of the bench footage (target/footage, 1080p24; a synthetic
 # 1080p25 clip when it is missing), qualities 1080p,720p,480p, preset medium. The binary is
 # $VW_BIN, else target/release/video-worker (build it first: cargo build --release).
@@ -16,7 +19,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-runs=3 seconds=10 quality="1080p,720p,480p" preset=medium source=""
+runs=3 seconds=10 quality="1080p,720p,480p" preset=medium source="" link_mbps=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --runs) runs="$2"; shift 2 ;;
@@ -24,7 +27,8 @@ while [ $# -gt 0 ]; do
     --quality) quality="$2"; shift 2 ;;
     --preset) preset="$2"; shift 2 ;;
     --source) source="$2"; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    --link-mbps) link_mbps="$2"; shift 2 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -36,9 +40,10 @@ venv="$VW_TOOLS_DIR/storage-venv/bin"
 peer="$VW_ROOT/tests/object_store/peer.py"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/vw-bench-objects-XXXXXX")"
-moto_pid=""
+moto_pid="" link_pid=""
 cleanup() {
     [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
+    [ -n "$link_pid" ] && kill "$link_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +70,18 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 "$venv/python" "$peer" s3-put "$endpoint" bench source.mp4 "$clip" >/dev/null
+link="loopback"
+if [ -n "$link_mbps" ]; then
+    link_port="$("$venv/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    "$venv/python" "$VW_ROOT/scripts/bench/link.py" "$link_port" "$port" "$link_mbps" >"$work/link.log" 2>&1 &
+    link_pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$link_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    endpoint="http://127.0.0.1:$link_port"
+    link="a $link_mbps Mbit/s link"
+fi
 
 export AWS_ENDPOINT_URL="$endpoint" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
     AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
@@ -89,18 +106,18 @@ for i in $(seq "$runs"); do
     done
 done
 
-"$venv/python" - "$results" "$seconds" "$quality" "$preset" <<'EOF'
+"$venv/python" - "$results" "$seconds" "$quality" "$preset" "$link" "$(stat -c %s "$clip")" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 def med(kind, col):
     v = [float(r[col]) for r in rows if r[0] == kind and r[col] != "-"]
     return statistics.median(v) if v else None
 local = med("local", 2)
-print(f"{sys.argv[2]} s source, {sys.argv[3]}, preset {sys.argv[4]}, {len(rows)//3} interleaved runs (medians)")
+print(f"{sys.argv[2]} s source ({int(sys.argv[6]) / 1e6:.1f} MB), {sys.argv[3]}, preset {sys.argv[4]}, moto over {sys.argv[5]}, {len(rows)//3} interleaved runs (medians)")
 print("| path | end to end (s) | first segment stored (s) | master stored (s) | / local |")
 print("|---|---|---|---|---|")
 print(f"| local → local | {local:.2f} | – | – | 1.000× |")
 for mode in ("download", "overlap"):
     s3 = med(f"s3-{mode}", 2)
-    print(f"| S3 → S3 (moto, loopback), --source-read {mode} | {s3:.2f} | {med(f's3-{mode}', 3):.2f} | {med(f's3-{mode}', 4):.2f} | {s3 / local:.3f}× |")
+    print(f"| S3 → S3, --source-read {mode} | {s3:.2f} | {med(f's3-{mode}', 3):.2f} | {med(f's3-{mode}', 4):.2f} | {s3 / local:.3f}× |")
 EOF
