@@ -900,8 +900,9 @@ fn ladder_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_same_ladder() {
     let server = NatsServer::start();
     let moto = Moto::start();
-    // ~6 MB/s: the download of the source takes a couple of seconds.
-    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(10)));
+    // ~3 MB/s: the download of the source takes ~5 s, and the first frames come after its
+    // tail and first chunk (~2 s), with room for a loaded machine.
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
     let s = Scratch::new();
     let source = s.uploads().join("a1.mp4");
     make_noise_video(&source, 4.0);
@@ -975,8 +976,8 @@ async fn a_download_cut_while_the_source_arrives_fails_the_job_with_the_store_er
 ) {
     let server = NatsServer::start();
     let moto = Moto::start();
-    // ~3 MB/s: the cut comes long before the source is whole.
-    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
+    // ~2 MB/s: the cut comes long before the source is whole (~7 s).
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(30)));
     let s = Scratch::new();
     let source = s.uploads().join("c1.mp4");
     make_noise_video(&source, 4.0);
