@@ -885,6 +885,20 @@ fn make_noise_video(path: &Path, seconds: f64) {
     );
 }
 
+/// [`make_noise_video`] of 4 s put in S3 as `uploads/<name>` by the peer; its local copy.
+fn noise_source_in_s3(moto: &Moto, s: &Scratch, name: &str) -> PathBuf {
+    let source = s.uploads().join(name);
+    make_noise_video(&source, 4.0);
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        &format!("uploads/{name}"),
+        &source.display().to_string(),
+    ]);
+    source
+}
+
 /// The files of a local ladder (segments, playlists, thumbnail), name → bytes.
 fn ladder_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
@@ -904,18 +918,10 @@ async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_sam
     // tail and first chunk (~2 s), with room for a loaded machine.
     let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
     let s = Scratch::new();
-    let source = s.uploads().join("a1.mp4");
-    make_noise_video(&source, 4.0);
+    let source = noise_source_in_s3(&moto, &s, "a1.mp4");
     let size = std::fs::metadata(&source).unwrap().len();
     // Larger than the tail fetched first by a ranged GET, where this MP4 keeps its index.
     assert!(size > 9 << 20, "the source is only {size} bytes");
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/a1.mp4",
-        &source.display().to_string(),
-    ]);
     let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
     args.extend(["--progress-interval".into(), "0.2".into()]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
@@ -971,6 +977,39 @@ async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_sam
     }
 }
 
+/// `--s3-timeout` bounds each read of a source's GET, not its whole body: a source that takes
+/// longer to arrive than the timeout, but keeps arriving, is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_slower_to_download_than_the_s3_timeout_but_moving_is_read_whole() {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    // ~3 MB/s: ~5 s for the source, against a 2 s timeout.
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
+    let s = Scratch::new();
+    noise_source_in_s3(&moto, &s, "t1.mp4");
+    let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
+    args.extend([
+        "--s3-timeout".into(),
+        "2".into(),
+        "--s3-retries".into(),
+        "0".into(),
+        "--source-read".into(),
+        "download".into(),
+    ]);
+    let _w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
+    let (_c, js) = jetstream(&server.url()).await;
+    let out = s.root().join("out/t1");
+    let job = object_job(
+        "t1",
+        "s3://media/uploads/t1.mp4",
+        &out.display().to_string(),
+    );
+    submit(&js, &job, "process:t1").await;
+    let done = outcome(&js, "t1", 1).await.expect("processed");
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert_valid_output(&out, &["240p"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_cut_while_the_source_arrives_fails_the_job_with_the_store_error_and_publishes_nothing(
 ) {
@@ -979,15 +1018,7 @@ async fn a_download_cut_while_the_source_arrives_fails_the_job_with_the_store_er
     // ~2 MB/s: the cut comes long before the source is whole (~7 s).
     let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(30)));
     let s = Scratch::new();
-    let source = s.uploads().join("c1.mp4");
-    make_noise_video(&source, 4.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/c1.mp4",
-        &source.display().to_string(),
-    ]);
+    noise_source_in_s3(&moto, &s, "c1.mp4");
     let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
     args.extend(["--s3-retries".into(), "0".into()]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));

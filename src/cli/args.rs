@@ -507,7 +507,8 @@ pub struct StorageArgs {
     /// Tries of one S3 request on a 5xx, a timeout or throttling (with exponential backoff).
     #[arg(long, default_value_t = StorageConfig::default().s3_retries)]
     pub s3_retries: usize,
-    /// Timeout of one S3 request, seconds.
+    /// Timeout of one S3 request, seconds; of each read for a source's GET (its body may take
+    /// longer as long as it keeps moving).
     #[arg(long, default_value_t = StorageConfig::default().s3_timeout)]
     pub s3_timeout: f64,
     /// How a transcode reads an object source: `download` (whole, digest checked, then

@@ -233,7 +233,8 @@ pub struct StorageConfig {
     pub s3_allow_http: bool,
     /// Tries of one S3 request on a 5xx, a timeout or throttling (with exponential backoff).
     pub s3_retries: usize,
-    /// Timeout of one S3 request, seconds.
+    /// Timeout of one S3 request, seconds; of each read for a source's GET (its body may take
+    /// longer as long as it keeps moving).
     pub s3_timeout: f64,
     /// How a transcode reads an object source: downloaded whole first, or decoded while it
     /// arrives.

@@ -36,7 +36,18 @@ const TAIL_BYTES: u64 = 4 << 20;
 
 pub(crate) struct S3Stores {
     args: StorageConfig,
-    clients: Mutex<HashMap<String, Arc<AmazonS3>>>,
+    /// Per bucket and [`Timeout`].
+    clients: Mutex<HashMap<(String, Timeout), Arc<AmazonS3>>>,
+}
+
+/// How `--s3-timeout` bounds a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Timeout {
+    /// The whole request, body included: every request but a source's GET.
+    Whole,
+    /// Each read of the response: a source's GET, whose body may take far longer than any
+    /// fixed bound (20 GB at 50 MB/s is 400 s) and must only keep moving.
+    EachRead,
 }
 
 /// The store's error, classified. The message names the key, never a credential.
@@ -68,11 +79,19 @@ impl S3Stores {
     }
 
     pub(crate) fn client(&self, bucket: &str) -> std::result::Result<Arc<AmazonS3>, StoreError> {
+        self.client_with(bucket, Timeout::Whole)
+    }
+
+    fn client_with(
+        &self,
+        bucket: &str,
+        timeout: Timeout,
+    ) -> std::result::Result<Arc<AmazonS3>, StoreError> {
         let mut clients = self
             .clients
             .lock()
             .map_err(|_| StoreError::new(Failure::Transient, "S3 client cache poisoned"))?;
-        if let Some(c) = clients.get(bucket) {
+        if let Some(c) = clients.get(&(bucket.to_string(), timeout)) {
             return Ok(Arc::clone(c));
         }
         // reqwest is built without a default TLS provider: ring, as for NATS and callbacks.
@@ -91,12 +110,16 @@ impl S3Stores {
             .with_bucket_name(bucket)
             .with_region(&a.s3_region)
             .with_retry(retry)
-            .with_client_options(
-                ClientOptions::new()
+            .with_client_options({
+                let limit = Duration::from_secs_f64(a.s3_timeout.clamp(1.0, 3600.0));
+                let options = ClientOptions::new()
                     .with_allow_http(a.s3_allow_http)
-                    .with_timeout(Duration::from_secs_f64(a.s3_timeout.clamp(1.0, 3600.0)))
-                    .with_connect_timeout(Duration::from_secs(10)),
-            );
+                    .with_connect_timeout(Duration::from_secs(10));
+                match timeout {
+                    Timeout::Whole => options.with_timeout(limit),
+                    Timeout::EachRead => options.with_timeout_disabled().with_read_timeout(limit),
+                }
+            });
         if let Some(endpoint) = &a.s3_endpoint {
             b = b
                 .with_endpoint(endpoint)
@@ -118,7 +141,7 @@ impl S3Stores {
                 format!("S3 configuration for bucket {bucket}: {e}"),
             )
         })?);
-        clients.insert(bucket.to_string(), Arc::clone(&client));
+        clients.insert((bucket.to_string(), timeout), Arc::clone(&client));
         Ok(client)
     }
 
@@ -146,7 +169,7 @@ impl S3Stores {
         arrival: Option<&MapWriter>,
     ) -> std::result::Result<u64, StoreError> {
         let got = self
-            .client(&url.bucket)?
+            .client_with(&url.bucket, Timeout::EachRead)?
             .get(&key(url)?)
             .await
             .map_err(|e| classify(url, e))?;
@@ -216,7 +239,7 @@ impl S3Stores {
         }
         let start = size - TAIL_BYTES;
         let bytes = self
-            .client(&url.bucket)?
+            .client_with(&url.bucket, Timeout::EachRead)?
             .get_range(&key(url)?, start..size)
             .await
             .map_err(|e| classify(url, e))?;
