@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions, ObjectStore};
+use async_nats::jetstream::context;
+use async_nats::jetstream::object_store::{self, ObjectInfo, ObjectOptions, ObjectStore};
 use async_nats::jetstream::Context;
 use base64::Engine;
 use bytes::Bytes;
@@ -30,10 +31,84 @@ pub(crate) struct Nats<'a> {
 
 /// A transient failure, by the text of async-nats' error kinds (timed out, publish failed…):
 /// anything that is not "not found" or "invalid".
-fn classify(url: &ObjectUrl, what: &str, e: impl std::fmt::Display) -> StoreError {
+/// What async-nats says of a failed object store call, where its error has a kind that
+/// decides it (a message can change between releases; a kind is part of the API); `None`
+/// leaves the decision to the message.
+trait Kinded: std::fmt::Display {
+    fn failure(&self) -> Option<Failure> {
+        None
+    }
+}
+
+impl Kinded for object_store::InfoError {
+    fn failure(&self) -> Option<Failure> {
+        use object_store::InfoErrorKind as K;
+        match self.kind() {
+            K::NotFound => Some(Failure::NotFound),
+            K::InvalidName => Some(Failure::Invalid),
+            K::TimedOut => Some(Failure::Transient),
+            K::Other => None,
+        }
+    }
+}
+
+impl Kinded for object_store::GetError {
+    fn failure(&self) -> Option<Failure> {
+        use object_store::GetErrorKind as K;
+        match self.kind() {
+            K::NotFound => Some(Failure::NotFound),
+            K::InvalidName => Some(Failure::Invalid),
+            K::TimedOut | K::ConsumerCreate => Some(Failure::Transient),
+            K::BucketLink | K::Other => None,
+        }
+    }
+}
+
+impl Kinded for object_store::DeleteError {
+    fn failure(&self) -> Option<Failure> {
+        use object_store::DeleteErrorKind as K;
+        match self.kind() {
+            K::NotFound => Some(Failure::NotFound),
+            K::InvalidName => Some(Failure::Invalid),
+            K::TimedOut => Some(Failure::Transient),
+            K::Metadata | K::Chunks | K::Other => None,
+        }
+    }
+}
+
+/// Errors without a kind that decides (reads, publishes, bucket lookups): the message.
+impl Kinded for std::io::Error {}
+impl Kinded for String {}
+impl Kinded for context::PublishError {}
+impl Kinded for async_nats::error::Error<context::CreateKeyValueErrorKind> {
+    fn failure(&self) -> Option<Failure> {
+        use context::CreateKeyValueErrorKind as K;
+        match self.kind() {
+            K::InvalidStoreName => Some(Failure::Invalid),
+            K::TimedOut => Some(Failure::Transient),
+            _ => None,
+        }
+    }
+}
+
+impl Kinded for context::GetStreamError {
+    fn failure(&self) -> Option<Failure> {
+        use context::GetStreamErrorKind as K;
+        match self.kind() {
+            K::EmptyName | K::InvalidStreamName => Some(Failure::Invalid),
+            K::Request => Some(Failure::Transient),
+            // The server's own error: "stream not found" and the like, by its message.
+            K::JetStream(_) => None,
+        }
+    }
+}
+
+fn classify(url: &ObjectUrl, what: &str, e: impl Kinded) -> StoreError {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
-    let failure = if lower.contains("not found") {
+    let failure = if let Some(failure) = e.failure() {
+        failure
+    } else if lower.contains("not found") {
         Failure::NotFound
     } else if lower.contains("invalid") {
         Failure::Invalid
@@ -392,5 +467,50 @@ impl Nats<'_> {
                 .map_err(|e| classify(url, "delete", e))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::error::Error;
+
+    #[test]
+    fn an_error_kind_decides_before_its_message() {
+        let url = ObjectUrl::parse("nats-object://b/k", false).unwrap();
+        let failure = |e: &dyn Fn() -> StoreError| e().failure;
+        assert_eq!(
+            failure(&|| classify(
+                &url,
+                "info",
+                Error::new(object_store::InfoErrorKind::NotFound)
+            )),
+            Failure::NotFound
+        );
+        assert_eq!(
+            failure(&|| classify(
+                &url,
+                "get",
+                Error::new(object_store::GetErrorKind::ConsumerCreate)
+            )),
+            Failure::Transient
+        );
+        assert_eq!(
+            failure(&|| classify(
+                &url,
+                "delete",
+                Error::new(object_store::DeleteErrorKind::InvalidName)
+            )),
+            Failure::Invalid
+        );
+        // No kind that decides: the message does.
+        assert_eq!(
+            failure(&|| classify(&url, "reading", std::io::Error::other("digest mismatch"))),
+            Failure::Corrupt
+        );
+        assert_eq!(
+            failure(&|| classify(&url, "get", Error::new(object_store::GetErrorKind::Other))),
+            Failure::Transient
+        );
     }
 }
