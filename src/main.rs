@@ -408,6 +408,9 @@ fn man(dir: Option<PathBuf>) -> ExitCode {
 }
 
 fn check(args: &CheckArgs) -> ExitCode {
+    if let Some(pem) = &args.ca_file {
+        video_worker::check::trust_ca_file(pem);
+    }
     let report = video_worker::check::master_location(&args.target)
         .and_then(|master| video_worker::check::check(&master));
     match report {

@@ -98,6 +98,16 @@ fn verdict(report: &Value, rule: &str) -> String {
         .to_string()
 }
 
+/// How many rules the report passes.
+fn passed(report: &Value) -> usize {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["verdict"] == "pass")
+        .count()
+}
+
 fn failed(report: &Value) -> Vec<String> {
     report["findings"]
         .as_array()
@@ -1015,7 +1025,7 @@ fn byte_range_segments_on_a_web_server_are_read_with_range_requests() {
 /// a ladder served with a self-signed certificate (made with the `openssl` CLI, served by
 /// Python's `http.server` over `ssl`) is not read, and the exit status says so.
 #[test]
-fn a_ladder_on_an_https_server_with_an_untrusted_certificate_is_not_read() {
+fn a_ladder_on_an_https_server_is_read_only_when_its_certificate_is_trusted() {
     let dir = scratch_dir();
     let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
     let made = Command::new("openssl")
@@ -1057,7 +1067,9 @@ fn a_ladder_on_an_https_server_with_an_untrusted_certificate_is_not_read() {
     BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
-    let (report, status) = check(format!("https://127.0.0.1:{}/master.m3u8", port.trim()));
+    let master = format!("https://127.0.0.1:{}/master.m3u8", port.trim());
+    // Not signed by an authority this machine trusts: refused.
+    let (report, status) = check(&master);
     assert_eq!(status, 1, "{report}");
     assert!(
         report["error"]
@@ -1066,6 +1078,19 @@ fn a_ladder_on_an_https_server_with_an_untrusted_certificate_is_not_read() {
             .starts_with("reading https://127.0.0.1:"),
         "{report}"
     );
+    // Trusted through --ca-file: read like the folder, every rule kept.
+    let run = run_worker(&[
+        "check".as_ref(),
+        master.as_ref(),
+        "--json".as_ref(),
+        "--ca-file".as_ref(),
+        cert.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", run.describe());
+    let report: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(failed(&report), Vec::<String>::new(), "{report}");
+    let (local, _) = check(good_ladder());
+    assert_eq!(passed(&report), passed(&local), "{report}");
 }
 
 /// A process a test started, killed and reaped when the test ends, even by a panic.

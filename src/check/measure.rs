@@ -447,13 +447,27 @@ fn measure_web_segment(
     Ok((bytes, measured))
 }
 
+/// Certificate authorities (a PEM file) trusted for https instead of the system's, for this
+/// process: `video-worker check --ca-file`. Set once, before the first web read.
+static CA_FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Trusts the certificate authorities in `pem` (instead of the system's) for every https read
+/// of this process. The first call wins.
+pub fn trust_ca_file(pem: &std::path::Path) {
+    let _ = CA_FILE.set(pem.to_path_buf());
+}
+
 /// How libavformat reads the web here: http(s) only, a timeout, and the server's certificate
-/// verified (libavformat's TLS does not verify it unless told).
+/// verified (libavformat's TLS does not verify it unless told) against the system's
+/// authorities or `--ca-file`'s.
 fn web_options() -> ffmpeg::Dictionary<'static> {
     let mut opts = ffmpeg::Dictionary::new();
     opts.set("protocol_whitelist", WEB_PROTOCOLS);
     opts.set("rw_timeout", WEB_TIMEOUT_MICROSECONDS);
     opts.set("tls_verify", "1");
+    if let Some(ca) = CA_FILE.get() {
+        opts.set("ca_file", &ca.to_string_lossy());
+    }
     opts
 }
 

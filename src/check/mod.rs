@@ -78,7 +78,7 @@ impl Report {
     }
 }
 
-pub use measure::Location;
+pub use measure::{trust_ca_file, Location};
 
 /// Where the master playlist of `target` is: a folder (its `master.m3u8`), a playlist path,
 /// a `file://` URL of one, or an `http(s)://` URL of one (a URL ending in `/`: its
