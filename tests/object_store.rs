@@ -68,6 +68,17 @@ fn peer(args: &[&str]) -> Value {
     })
 }
 
+/// The peer (boto3) puts the file at `path` into S3 as `key`; what it reports (ETag, MD5).
+fn s3_put(moto: &Moto, key: impl AsRef<str>, path: &Path) -> Value {
+    peer(&[
+        "s3-put",
+        &moto.endpoint(),
+        BUCKET,
+        key.as_ref(),
+        &path.display().to_string(),
+    ])
+}
+
 /// moto's S3 server on a free port; killed on drop.
 struct Moto {
     port: u16,
@@ -305,13 +316,7 @@ async fn an_s3_source_becomes_an_s3_ladder_that_boto3_reads_back_with_matching_d
     let s = Scratch::new();
     let source = s.uploads().join("v1.mp4");
     make_video(&source, 640, 360, 3.0);
-    let put = peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/v1.mp4",
-        &source.display().to_string(),
-    ]);
+    let put = s3_put(&moto, "uploads/v1.mp4", &source);
     assert_eq!(put["etag"], put["md5"]);
     let mut args = worker_args(
         &server.url(),
@@ -443,13 +448,7 @@ async fn a_mixed_job_reads_a_nats_object_source_and_writes_an_s3_ladder_and_a_lo
         &source.display().to_string(),
     ]);
     // The output bucket exists (made by the peer); the worker never creates S3 buckets.
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "marker",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "marker", &source);
     let args = worker_args(
         &server.url(),
         &s,
@@ -532,13 +531,7 @@ async fn a_redelivered_finished_object_job_is_reused_not_transcoded_again() {
     let s = Scratch::new();
     let source = s.uploads().join("r1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/r1.mp4",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "uploads/r1.mp4", &source);
     let args = worker_args(&server.url(), &s, &["s3://media/"]);
     let w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let (_c, js) = jetstream(&server.url()).await;
@@ -614,13 +607,7 @@ async fn an_s3_outage_mid_upload_is_retried_and_no_master_is_visible_before_the_
     let s = Scratch::new();
     let source = s.uploads().join("o1.mp4");
     make_video(&source, 320, 240, 6.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/o1.mp4",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "uploads/o1.mp4", &source);
     let mut args = worker_args(&server.url(), &s, &["s3://media/"]);
     args.extend([
         "--s3-retries".into(),
@@ -689,13 +676,7 @@ async fn a_cancelled_object_job_deletes_what_it_uploaded() {
     let s = Scratch::new();
     let source = s.uploads().join("f1.mp4");
     make_video(&source, 320, 240, 8.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/f1.mp4",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "uploads/f1.mp4", &source);
     let mut args = worker_args(&server.url(), &s, &["s3://media/"]);
     args.extend(["--grace".into(), "0".into()]);
     let mut w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
@@ -771,13 +752,7 @@ async fn submit_upload_puts_a_local_file_into_s3_and_the_job_names_the_url() {
     let s = Scratch::new();
     let source = s.uploads().join("u1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "marker",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "marker", &source);
     let args = worker_args(&server.url(), &s, &["s3://media/"]);
     let _w = spawn_worker("w1", &s, &args, &aws_env(&moto.endpoint()));
     let submit_args: Vec<String> = [
@@ -828,13 +803,7 @@ async fn transcode_reads_an_s3_source_and_writes_a_nats_object_ladder() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("t1.mp4");
     make_video(&source, 320, 240, 2.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "in/t1.mp4",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "in/t1.mp4", &source);
     let args: Vec<String> = [
         "transcode",
         "s3://media/in/t1.mp4",
@@ -889,13 +858,7 @@ fn make_noise_video(path: &Path, seconds: f64) {
 fn noise_source_in_s3(moto: &Moto, s: &Scratch, name: &str) -> PathBuf {
     let source = s.uploads().join(name);
     make_noise_video(&source, 4.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        &format!("uploads/{name}"),
-        &source.display().to_string(),
-    ]);
+    s3_put(moto, format!("uploads/{name}"), &source);
     source
 }
 
@@ -1083,13 +1046,7 @@ async fn thumbnail_and_metadata_jobs_read_object_sources_and_store_the_thumbnail
     let s = Scratch::new();
     let source = s.uploads().join("m1.mp4");
     make_video(&source, 640, 360, 3.0);
-    peer(&[
-        "s3-put",
-        &moto.endpoint(),
-        BUCKET,
-        "uploads/m1.mp4",
-        &source.display().to_string(),
-    ]);
+    s3_put(&moto, "uploads/m1.mp4", &source);
     peer(&[
         "nats-put",
         &server.url(),
@@ -1158,13 +1115,7 @@ fn a_large_s3_source_is_streamed_to_scratch_in_bounded_memory() {
                 f.write_all(&block).unwrap();
             }
         }
-        peer(&[
-            "s3-put",
-            &moto.endpoint(),
-            BUCKET,
-            &format!("big/{mb}.bin"),
-            &path.display().to_string(),
-        ]);
+        s3_put(&moto, format!("big/{mb}.bin"), &path);
         std::fs::remove_file(&path).unwrap();
         let out = dir.path().join(format!("out-{mb}"));
         let env = aws_env(&moto.endpoint());

@@ -145,7 +145,7 @@ pub(super) async fn execute(
     let limits = shared.limits;
     let work = match kind {
         JobKind::Process => {
-            let req = request(shared, &job, &run).await?;
+            let mut req = request(shared, &job, &run).await?;
             describe_output(&mut event, &req);
             let fingerprint = req.fingerprint.clone().unwrap_or_default();
             let finished = match run.output_url() {
@@ -175,7 +175,6 @@ pub(super) async fn execute(
                 });
             }
             run.claim_output(Some(&job.video_id)).await?;
-            let mut req = req;
             req.arriving = run.read_as_it_arrives()?;
             MediaJob::transcode(&req)
         }
