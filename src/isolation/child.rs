@@ -82,7 +82,12 @@ pub fn main() -> ExitCode {
     .unwrap_or_else(|_| Err(JobError::internal("the job process panicked")));
     let outcome = match result {
         Ok(r) => ChildOutcome::Ok(r),
-        Err(e) => ChildOutcome::Err(out_of_memory(e, request.memory_bytes)),
+        Err(e) => {
+            let headroom = address_space_limit
+                .zip(vm_kib("VmPeak:"))
+                .map(|(limit, peak)| limit.saturating_sub(peak));
+            ChildOutcome::Err(out_of_memory(e, request.memory_bytes, headroom))
+        }
     };
     write(&ChildMessage::Done(outcome));
     ExitCode::SUCCESS
@@ -136,7 +141,7 @@ fn limit_memory(memory_bytes: u64) -> Result<Option<u64>, JobError> {
     if memory_bytes == 0 {
         return Ok(None);
     }
-    let baseline = vm_size().ok_or_else(|| {
+    let baseline = vm_kib("VmSize:").ok_or_else(|| {
         JobError::internal("job process: cannot read its address-space size in /proc/self/status")
     })?;
     let limit = baseline.saturating_add(memory_bytes);
@@ -154,10 +159,11 @@ fn limit_memory(memory_bytes: u64) -> Result<Option<u64>, JobError> {
     Ok(Some(limit))
 }
 
-/// The process's current address space size (bytes), from `/proc/self/status`.
-fn vm_size() -> Option<u64> {
+/// One of the process's address-space sizes in `/proc/self/status` (`VmSize:` now, `VmPeak:`
+/// the most it ever mapped), in bytes.
+fn vm_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -188,19 +194,31 @@ fn execute(job: MediaJob, progress: &dyn Fn(&ProgressTick)) -> Result<ChildResul
     }
 }
 
+/// A job whose address space came this close to its limit had a mapping refused: a thread's
+/// stack (8 MiB), a frame pool, a codec's buffers.
+const NEAR_THE_LIMIT: u64 = 16 << 20;
+
 /// An allocation refused under our address-space limit comes back from FFmpeg as ENOMEM
 /// ("Cannot allocate memory") and from the OS as error 12, whatever kind the media code gave
 /// it: that is this job's memory limit, not a property of the input to give up on at once.
-fn out_of_memory(e: JobError, memory_bytes: u64) -> JobError {
-    if memory_bytes == 0 {
+/// Some refusals leave no such word: libx264 reports a thread it could not start (its stack
+/// did not fit) as a generic external-library error. Those are known by `headroom`, what was
+/// left between the job's peak address space and its limit.
+fn out_of_memory(e: JobError, memory_bytes: u64, headroom: Option<u64>) -> JobError {
+    if memory_bytes == 0 || e.kind == ErrorKind::Cancelled {
         return e;
     }
     let enomem = e.message.contains("Cannot allocate memory") || e.message.contains("os error 12");
-    if !enomem || e.kind == ErrorKind::Cancelled {
+    let near = headroom.filter(|&h| h < NEAR_THE_LIMIT);
+    if !enomem && near.is_none() {
         return e;
     }
+    let peak = match near {
+        Some(h) => format!(" (its address space peaked {} MiB below it)", h >> 20),
+        None => String::new(),
+    };
     JobError::crashed(format!(
-        "out of memory: an allocation failed under the job's memory limit of {} MiB: {}",
+        "out of memory: an allocation failed under the job's memory limit of {} MiB{peak}: {}",
         memory_bytes >> 20,
         e.message
     ))
@@ -213,12 +231,37 @@ mod tests {
     #[test]
     fn enomem_under_a_limit_is_an_out_of_memory_crash_and_other_errors_pass() {
         let e = JobError::invalid_media("decoding: Cannot allocate memory");
-        let oom = out_of_memory(e.clone(), 512 << 20);
+        let oom = out_of_memory(e.clone(), 512 << 20, Some(300 << 20));
         assert_eq!(oom.kind, ErrorKind::Crashed);
         assert!(oom.message.starts_with("out of memory"), "{}", oom.message);
         assert!(oom.message.contains("512 MiB"), "{}", oom.message);
-        assert_eq!(out_of_memory(e.clone(), 0), e);
+        assert_eq!(out_of_memory(e.clone(), 0, None), e);
         let other = JobError::invalid_media("no video stream");
-        assert_eq!(out_of_memory(other.clone(), 1 << 30), other);
+        assert_eq!(
+            out_of_memory(other.clone(), 1 << 30, Some(900 << 20)),
+            other
+        );
+    }
+
+    #[test]
+    fn an_error_at_the_limit_without_enomem_is_an_out_of_memory_crash() {
+        let x264 =
+            JobError::internal("libx264 for 1080p: open: Generic error in an external library");
+        let oom = out_of_memory(x264.clone(), 64 << 20, Some(5 << 20));
+        assert_eq!(oom.kind, ErrorKind::Crashed);
+        assert!(
+            oom.message.contains("peaked 5 MiB below it"),
+            "{}",
+            oom.message
+        );
+        assert!(oom.message.ends_with(&x264.message), "{}", oom.message);
+        // Far from the limit, or with no limit, the job's own error stands.
+        assert_eq!(out_of_memory(x264.clone(), 64 << 20, Some(40 << 20)), x264);
+        assert_eq!(out_of_memory(x264.clone(), 0, Some(0)), x264);
+        let cancelled = JobError::cancelled("cancelled");
+        assert_eq!(
+            out_of_memory(cancelled.clone(), 64 << 20, Some(0)),
+            cancelled
+        );
     }
 }
