@@ -23,8 +23,9 @@
 //! - [`media`]: everything that touches FFmpeg (no tokio inside):
 //!   - `media::probe`: opening a source safely (file protocol, container whitelist), `SourceInfo`;
 //!   - `media::arriving`: an object source read while the worker still downloads it (a chunk
-//!     map shared with the worker; a custom AVIO that waits for each chunk; publish only once
-//!     the source is whole and verified);
+//!     map shared with the worker; a custom AVIO that waits for each chunk and marks what it
+//!     waits for, which the worker fetches by range when the download is far from it; publish
+//!     only once the source is whole and verified);
 //!   - `media::pipeline`: the fan-out: thread budget, channels, rendition threads, joining;
 //!   - `media::demux`: packets (bounded read errors) and the video decoder (per-frame limits);
 //!   - `media::decode`: the single decode, orientation + constant frame rate, progress;

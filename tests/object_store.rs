@@ -885,49 +885,29 @@ async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_sam
     let size = std::fs::metadata(&source).unwrap().len();
     // Larger than the tail fetched first by a ranged GET, where this MP4 keeps its index.
     assert!(size > 9 << 20, "the source is only {size} bytes");
-    let mut args = worker_args(&server.url(), &s, &["s3://media/uploads/"]);
-    args.extend(["--progress-interval".into(), "0.2".into()]);
-    let w = spawn_worker("w1", &s, &args, &aws_env(&relay.endpoint()));
-    let (client, js) = jetstream(&server.url()).await;
-    let mut progress = client.subscribe("video.progress.a1").await.unwrap();
-    let out = s.root().join("out/a1");
-    let job = object_job(
-        "a1",
-        "s3://media/uploads/a1.mp4",
-        &out.display().to_string(),
-    );
-    submit(&js, &job, "process:a1").await;
-    let done = outcome(&js, "a1", 1).await.expect("processed");
-    assert_eq!(done["result"]["source"], "s3://media/uploads/a1.mp4");
+    let run = OverlappedRun::start(&server, &s, &relay, "a1", "s3://media/uploads/a1.mp4").await;
+    let (w, js, out, ticks) = (&run.worker, &run.js, &run.out, &run.ticks);
+    assert_eq!(run.done["result"]["source"], "s3://media/uploads/a1.mp4");
     assert!(
         w.log().contains("overlapped=true"),
         "the download did not run alongside the media work:\n{}",
         w.log()
     );
     // Frames were encoded while bytes of the source were still on their way.
-    use futures_util::StreamExt;
-    let mut during = None;
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await
-    {
-        let p: Value = serde_json::from_slice(&m.payload).unwrap();
-        let (frames, got) = (p["frames"].as_u64(), p["bytes_downloaded"].as_u64());
-        if let (Some(frames), Some(got)) = (frames, got) {
-            if frames > 0 && got < size && during.is_none() {
-                during = Some((frames, got));
-            }
-        }
-    }
-    let (frames, got) = during.expect("no frame was encoded before the source was whole");
+    let (frames, got) = *ticks
+        .iter()
+        .find(|(frames, got)| *frames > 0 && *got < size)
+        .expect("no frame was encoded before the source was whole");
     println!("{frames} frames encoded with {got} of {size} bytes downloaded");
 
     // The same job on the local file: the same bytes in every file of the ladder.
     let reference = s.root().join("out/a1-local");
     let mut local = object_job("a1-local", &source.display().to_string(), "");
     local["output_path"] = reference.display().to_string().into();
-    submit(&js, &local, "process:a1-local").await;
-    outcome(&js, "a1-local", 1).await.expect("processed");
-    assert_valid_output(&out, &["240p"]);
-    let (ours, theirs) = (ladder_files(&out), ladder_files(&reference));
+    submit(js, &local, "process:a1-local").await;
+    outcome(js, "a1-local", 1).await.expect("processed");
+    assert_valid_output(out, &["240p"]);
+    let (ours, theirs) = (ladder_files(out), ladder_files(&reference));
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
         theirs.keys().collect::<Vec<_>>()
@@ -938,6 +918,158 @@ async fn a_source_read_as_it_arrives_is_decoded_during_its_download_into_the_sam
             "{name} differs from the local source's"
         );
     }
+}
+
+/// An MP4 whose index (moov) comes after its media data and is larger than the tail fetched
+/// first (an 8 MB cover picture inside it): the demuxer waits for the index far ahead of the
+/// download, the worker fetches what it waits for by ranged GETs, and frames are encoded
+/// while the download is still on its way (without them, nothing before the whole source).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_larger_than_the_tail_is_fetched_by_range_when_the_job_waits_for_it() {
+    let server = NatsServer::start();
+    let moto = Moto::start();
+    // ~3 MB/s per connection: ~8 s for the source (24 MB), ~2 s for the part of its index beyond
+    // the tail.
+    let relay = Relay::start_throttled(moto.port, Some(Duration::from_millis(20)));
+    let s = Scratch::new();
+    let plain = s.root().join("plain.mp4");
+    make_noise_video(&plain, 4.0);
+    let cover = s.root().join("cover.png");
+    run_ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "nullsrc=s=2400x2400,format=rgb24,geq=r='random(1)*255':g='random(2)*255':b='random(3)*255'",
+        "-frames:v",
+        "1",
+        cover.to_str().unwrap(),
+    ]);
+    let source = s.uploads().join("big-index.mp4");
+    run_ffmpeg(&[
+        "-i",
+        plain.to_str().unwrap(),
+        "-i",
+        cover.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-disposition:v:1",
+        "attached_pic",
+        source.to_str().unwrap(),
+    ]);
+    let (moov_at, moov_size) = top_level_box(&source, b"moov");
+    let size = std::fs::metadata(&source).unwrap().len();
+    assert!(
+        moov_size > (5 << 20) && moov_at > (9 << 20) && moov_at + moov_size == size,
+        "the fixture's index is {moov_size} bytes at {moov_at} of {size}"
+    );
+    s3_put(&moto, "uploads/big-index.mp4", &source);
+
+    let run = OverlappedRun::start(
+        &server,
+        &s,
+        &relay,
+        "bi",
+        "s3://media/uploads/big-index.mp4",
+    )
+    .await;
+    let (frames, got) = *run
+        .ticks
+        .iter()
+        .find(|(frames, got)| *frames > 0 && *got < moov_at)
+        .expect("no frame was encoded before the download reached the index");
+    println!("{frames} frames encoded with {got} of {size} bytes downloaded (index at {moov_at})");
+    assert!(
+        run.worker
+            .log()
+            .contains("fetched by range ahead of the download"),
+        "no ranged GET served the job's wait:\n{}",
+        run.worker.log()
+    );
+    assert_valid_output(&run.out, &["240p"]);
+}
+
+/// One job on an S3 source read as it arrives, through a worker behind `relay` (progress
+/// every 0.2 s), into `out/<id>` under the scratch root.
+struct OverlappedRun {
+    worker: Worker,
+    js: async_nats::jetstream::Context,
+    out: PathBuf,
+    /// Its `video.processed` event.
+    done: Value,
+    /// (frames, bytes_downloaded) of each progress event, in order.
+    ticks: Vec<(u64, u64)>,
+}
+
+impl OverlappedRun {
+    async fn start(
+        server: &NatsServer,
+        s: &Scratch,
+        relay: &Relay,
+        id: &str,
+        source: &str,
+    ) -> OverlappedRun {
+        use futures_util::StreamExt;
+        let mut args = worker_args(&server.url(), s, &["s3://media/uploads/"]);
+        args.extend(["--progress-interval".into(), "0.2".into()]);
+        let worker = spawn_worker("w1", s, &args, &aws_env(&relay.endpoint()));
+        let (client, js) = jetstream(&server.url()).await;
+        let mut progress = client
+            .subscribe(format!("video.progress.{id}"))
+            .await
+            .unwrap();
+        let out = s.root().join("out").join(id);
+        let job = object_job(id, source, &out.display().to_string());
+        submit(&js, &job, &format!("process:{id}")).await;
+        let done = outcome(&js, id, 1).await.expect("processed");
+        let mut ticks = Vec::new();
+        while let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(200), progress.next()).await
+        {
+            let p: Value = serde_json::from_slice(&m.payload).unwrap();
+            if let (Some(f), Some(b)) = (p["frames"].as_u64(), p["bytes_downloaded"].as_u64()) {
+                ticks.push((f, b));
+            }
+        }
+        OverlappedRun {
+            worker,
+            js,
+            out,
+            done,
+            ticks,
+        }
+    }
+}
+
+/// Runs the Debian `ffmpeg` CLI on `args` (fixtures only).
+fn run_ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("run ffmpeg (Debian package `ffmpeg`)");
+    assert!(status.success(), "ffmpeg {args:?} failed");
+}
+
+/// Where the top-level box `kind` of the MP4 at `path` starts, and its size.
+fn top_level_box(path: &Path, kind: &[u8; 4]) -> (u64, u64) {
+    let d = std::fs::read(path).unwrap();
+    let mut at = 0usize;
+    while at + 8 <= d.len() {
+        let mut size = u32::from_be_bytes(d[at..at + 4].try_into().unwrap()) as u64;
+        if size == 1 {
+            size = u64::from_be_bytes(d[at + 8..at + 16].try_into().unwrap());
+        }
+        if &d[at + 4..at + 8] == kind {
+            return (at as u64, size);
+        }
+        assert!(size >= 8, "a box of {size} bytes at {at}");
+        at += size as usize;
+    }
+    panic!("no {kind:?} box in {}", path.display());
 }
 
 /// `--s3-timeout` bounds each read of a source's GET, not its whole body: a source that takes

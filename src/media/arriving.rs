@@ -5,9 +5,13 @@
 //!  worker (storage::run)                         job process (media)
 //!  source  ◄── sequential GET, plus a ranged      Reader: a chunk not yet written is waited
 //!             GET of the tail first (an MP4's      for; seeks cost nothing; libavformat reads
-//!             index may be at the end)             it through a custom AVIO (StreamIo)
-//!  source.arrival: [state][one byte per chunk] ── read by the job; state: arriving, verified
-//!                                                 (whole and its digest checked), failed
+//!             index may be at the end), plus       it through a custom AVIO (StreamIo)
+//!             ranged GETs of what the job waits
+//!             for far ahead of the sequential one
+//!  source.arrival: [state][arrived: one byte per chunk][wanted: one byte per chunk]
+//!             state and arrived: written by the worker, read by the job; state: arriving,
+//!             verified (whole and its digest checked), failed. wanted: written by the job
+//!             (a chunk it waits for), read by the worker
 //! ```
 //!
 //! The data file has its full size from the start (a sparse file), so only the map says what
@@ -19,6 +23,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -86,7 +91,8 @@ pub(crate) struct Reader {
 impl Reader {
     /// `file`: the source, opened (confined) by the caller.
     pub fn new(file: File, arriving: &Arriving) -> io::Result<Reader> {
-        let map = File::open(&arriving.map)?;
+        // Written too: the job marks the chunks it waits for.
+        let map = File::options().read(true).write(true).open(&arriving.map)?;
         Ok(Reader {
             file,
             map,
@@ -102,6 +108,7 @@ impl Reader {
             return Ok(());
         }
         let started = Instant::now();
+        let mut asked = false;
         loop {
             if read_byte(&self.map, 1 + i)? == 1 {
                 self.present[i as usize] = true;
@@ -121,6 +128,12 @@ impl Reader {
                     io::ErrorKind::TimedOut,
                     "the source stopped arriving",
                 ));
+            }
+            if !asked {
+                // The worker fetches it by a ranged GET if the download is far from it.
+                self.map
+                    .write_all_at(&[1], 1 + self.arriving.chunks() + i)?;
+                asked = true;
             }
             std::thread::sleep(POLL);
         }
@@ -226,7 +239,7 @@ impl MapWriter {
             .create(true)
             .truncate(true)
             .open(&arriving.map)?;
-        map.set_len(1 + arriving.chunks())?;
+        map.set_len(1 + 2 * arriving.chunks())?;
         Ok(MapWriter {
             map,
             arriving,
@@ -263,6 +276,31 @@ impl MapWriter {
         let chunk = self.arriving.chunk_bytes.max(1);
         let from = (before / chunk) * chunk;
         self.mark(from, upto)
+    }
+
+    /// The first run of chunks the job waits for that the sequential download will not reach
+    /// soon (`ahead` chunks or more past what it has written), as a byte range of at most
+    /// `most` chunks, ending before the next chunk already there: what to fetch by a ranged
+    /// GET. None when there is no such chunk.
+    pub fn wanted_ahead(&self, ahead: u64, most: u64) -> io::Result<Option<Range<u64>>> {
+        let n = self.arriving.chunks();
+        let mut flags = vec![0u8; 2 * n as usize];
+        self.map.read_exact_at(&mut flags, 1)?;
+        let (arrived, wanted) = flags.split_at(n as usize);
+        let chunk = self.arriving.chunk_bytes.max(1);
+        let frontier = self.contiguous.load(Ordering::Relaxed) / chunk;
+        let from = frontier.saturating_add(ahead);
+        let Some(first) = (from..n).find(|&i| wanted[i as usize] == 1 && arrived[i as usize] == 0)
+        else {
+            return Ok(None);
+        };
+        let last = (first..n.min(first.saturating_add(most.max(1))))
+            .take_while(|&i| arrived[i as usize] == 0)
+            .last()
+            .unwrap_or(first);
+        Ok(Some(
+            first * chunk..((last + 1) * chunk).min(self.arriving.size),
+        ))
     }
 
     /// The whole source is in and its digest matched.
@@ -338,6 +376,50 @@ mod tests {
         assert!(all == data, "the bytes read differ from the bytes written");
         feeder.join().unwrap();
         wait_verified(writer.arriving(), &AtomicBool::new(false)).unwrap();
+    }
+
+    #[test]
+    fn a_chunk_the_job_waits_for_far_ahead_of_the_download_is_asked_for_by_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..(20 * CHUNK_BYTES)).map(|i| (i % 241) as u8).collect();
+        let (writer, mut reader, path) = source(dir.path(), &data);
+        writer.advance(CHUNK_BYTES).unwrap();
+        assert_eq!(
+            writer.wanted_ahead(4, 3).unwrap(),
+            None,
+            "nothing waited for yet"
+        );
+        // A demuxer jumps to chunk 12 (an index after the media data) and waits there.
+        let waiting = std::thread::spawn(move || {
+            reader.seek(SeekFrom::Start(12 * CHUNK_BYTES + 5)).unwrap();
+            let mut buf = vec![0u8; 8];
+            reader.read_exact(&mut buf).unwrap();
+            (reader, buf)
+        });
+        let asked = (0..400)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(5));
+                writer.wanted_ahead(4, 3).unwrap()
+            })
+            .expect("the wait was never asked for");
+        // At most 3 chunks from the one waited for, and none already there.
+        assert_eq!(asked, 12 * CHUNK_BYTES..15 * CHUNK_BYTES);
+        writer.mark(13 * CHUNK_BYTES, 14 * CHUNK_BYTES).unwrap();
+        assert_eq!(
+            writer.wanted_ahead(4, 3).unwrap(),
+            Some(12 * CHUNK_BYTES..13 * CHUNK_BYTES)
+        );
+        // Within `ahead` chunks of the download, the download itself will bring it.
+        writer.advance(9 * CHUNK_BYTES).unwrap();
+        assert_eq!(writer.wanted_ahead(4, 3).unwrap(), None);
+        let file = File::options().write(true).open(&path).unwrap();
+        let r = asked.start as usize..asked.end as usize;
+        file.write_all_at(&data[r], asked.start).unwrap();
+        writer.mark(asked.start, asked.end).unwrap();
+        let (_reader, buf) = waiting.join().unwrap();
+        let at = (12 * CHUNK_BYTES + 5) as usize;
+        assert_eq!(buf, &data[at..at + 8]);
+        assert_eq!(writer.wanted_ahead(0, 3).unwrap(), None, "served");
     }
 
     #[test]

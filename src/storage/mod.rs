@@ -504,8 +504,9 @@ impl Stores {
     /// Streams `url` into `dest` (created), never holding more than one chunk in memory;
     /// refuses more than `max_bytes`; checks the store's digest where it has one. With
     /// `arrival` (a job reads `dest` as it arrives), whole chunks are marked as they land, and
-    /// an S3 source's tail is fetched first by a ranged GET: a demuxer reads an MP4's index
-    /// there before anything else. The map's end (verified or failed) is the caller's.
+    /// an S3 source's tail is fetched first by a ranged GET (a demuxer reads an MP4's index
+    /// there before anything else), and whatever the job waits for far ahead of the download
+    /// by more ranged GETs. The map's end (verified or failed) is the caller's.
     pub async fn download(
         &self,
         url: &ObjectUrl,
@@ -520,9 +521,15 @@ impl Stores {
                 match arrival {
                     Some(map) => {
                         let tail = self.s3.fetch_tail(url, dest, map);
-                        let (whole, tail) = tokio::join!(whole, tail);
-                        tail?;
-                        whole
+                        let fetched = async {
+                            let (whole, tail) = tokio::join!(whole, tail);
+                            tail?;
+                            whole
+                        };
+                        tokio::select! {
+                            r = fetched => r,
+                            e = self.s3.serve_reads_ahead(url, dest, map) => Err(e),
+                        }
                     }
                     None => whole.await,
                 }

@@ -5,6 +5,7 @@
 //! aws-lc-rs stays out of the build.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,10 +30,17 @@ use crate::media::arriving::MapWriter;
 const PART_BYTES: usize = 8 << 20;
 /// The end of a source fetched first when a job reads it as it arrives: where an MP4 written
 /// without `faststart` keeps its index (~1 MiB for an hour of 25p video with stereo AAC; a
-/// larger index is read as the sequential download reaches it). It shares the link with the
+/// larger index is fetched by range as the job waits for it: [`S3Stores::serve_reads_ahead`]). It shares the link with the
 /// sequential download, so it is kept small: 8 MiB cost 0.7 s at 100 Mbit/s before the
 /// first frame.
 const TAIL_BYTES: u64 = 4 << 20;
+/// A chunk the job waits for this many chunks (MiB) or more past the sequential download is
+/// fetched by a ranged GET; nearer, the download brings it first.
+const READ_AHEAD_CHUNKS: u64 = 8;
+/// At most this many chunks per ranged GET for the job's reads ahead.
+const RANGE_CHUNKS: u64 = 4;
+/// How often the worker looks at what the job waits for.
+const WANTED_POLL: Duration = Duration::from_millis(10);
 
 pub(crate) struct S3Stores {
     args: StorageConfig,
@@ -237,22 +245,66 @@ impl S3Stores {
         if size <= TAIL_BYTES {
             return Ok(());
         }
-        let start = size - TAIL_BYTES;
+        self.fetch_range(url, dest, map, size - TAIL_BYTES..size)
+            .await
+    }
+
+    /// Serves the job's reads far ahead of the sequential download by ranged GETs, one at a
+    /// time, until dropped: an MP4 index larger than the tail fetched first, or a demuxer
+    /// that jumps between tracks stored apart. Returns only on an error.
+    pub(crate) async fn serve_reads_ahead(
+        &self,
+        url: &ObjectUrl,
+        dest: &Path,
+        map: &MapWriter,
+    ) -> StoreError {
+        loop {
+            let wanted = match map.wanted_ahead(READ_AHEAD_CHUNKS, RANGE_CHUNKS) {
+                Ok(w) => w,
+                Err(e) => return StoreError::new(Failure::Transient, format!("arrival map: {e}")),
+            };
+            match wanted {
+                Some(range) => {
+                    tracing::info!(
+                        start = range.start,
+                        end = range.end,
+                        "source bytes fetched by range ahead of the download: the job waits for them"
+                    );
+                    if let Err(e) = self.fetch_range(url, dest, map, range).await {
+                        return e;
+                    }
+                }
+                None => tokio::time::sleep(WANTED_POLL).await,
+            }
+        }
+    }
+
+    /// `range` of `url` by one ranged GET, written in place into `dest` and marked in `map`.
+    async fn fetch_range(
+        &self,
+        url: &ObjectUrl,
+        dest: &Path,
+        map: &MapWriter,
+        range: Range<u64>,
+    ) -> std::result::Result<(), StoreError> {
         let bytes = self
             .client_with(&url.bucket, Timeout::EachRead)?
-            .get_range(&key(url)?, start..size)
+            .get_range(&key(url)?, range.clone())
             .await
             .map_err(|e| classify(url, e))?;
-        if bytes.len() as u64 != TAIL_BYTES {
+        if bytes.len() as u64 != range.end - range.start {
             return Err(StoreError::new(
                 Failure::Corrupt,
                 format!(
-                    "{url}: the ranged GET of its last {TAIL_BYTES} bytes gave {}",
+                    "{url}: the ranged GET of bytes {}..{} gave {}",
+                    range.start,
+                    range.end,
                     bytes.len()
                 ),
             ));
         }
         let path = dest.to_path_buf();
+        let start = range.start;
         tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::FileExt;
             std::fs::OpenOptions::new()
@@ -268,7 +320,7 @@ impl S3Stores {
                 format!("scratch {}: {e}", dest.display()),
             )
         })?;
-        map.mark(start, size)
+        map.mark(range.start, range.end)
             .map_err(|e| StoreError::new(Failure::Transient, format!("arrival map: {e}")))
     }
 
