@@ -520,15 +520,16 @@ impl Stores {
                 let whole = self.s3.download(url, dest, max_bytes, counter, arrival);
                 match arrival {
                     Some(map) => {
-                        let tail = self.s3.fetch_tail(url, dest, map);
-                        let fetched = async {
-                            let (whole, tail) = tokio::join!(whole, tail);
-                            tail?;
-                            whole
+                        // Beside the download: the tail, then the job's reads far ahead (not
+                        // during the tail's GET, which they would fetch a second time). Both
+                        // end with the download, which has then written every byte.
+                        let ranged = async {
+                            self.s3.fetch_tail(url, dest, map).await?;
+                            Err(self.s3.serve_reads_ahead(url, dest, map).await)
                         };
                         tokio::select! {
-                            r = fetched => r,
-                            e = self.s3.serve_reads_ahead(url, dest, map) => Err(e),
+                            r = whole => r,
+                            e = ranged => e,
                         }
                     }
                     None => whole.await,
