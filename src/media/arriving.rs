@@ -281,12 +281,19 @@ impl MapWriter {
     /// The first run of chunks the job waits for that the sequential download will not reach
     /// soon (`ahead` chunks or more past what it has written), as a byte range of at most
     /// `most` chunks, ending before the next chunk already there: what to fetch by a ranged
-    /// GET. None when there is no such chunk.
-    pub fn wanted_ahead(&self, ahead: u64, most: u64) -> io::Result<Option<Range<u64>>> {
-        let n = self.arriving.chunks();
-        let mut flags = vec![0u8; 2 * n as usize];
+    /// GET. Only chunks before `below` (the chunks from there on come by another request).
+    /// None when there is no such chunk.
+    pub fn wanted_ahead(
+        &self,
+        ahead: u64,
+        most: u64,
+        below: u64,
+    ) -> io::Result<Option<Range<u64>>> {
+        let n = self.arriving.chunks().min(below);
+        let all = self.arriving.chunks() as usize;
+        let mut flags = vec![0u8; 2 * all];
         self.map.read_exact_at(&mut flags, 1)?;
-        let (arrived, wanted) = flags.split_at(n as usize);
+        let (arrived, wanted) = flags.split_at(all);
         let chunk = self.arriving.chunk_bytes.max(1);
         let frontier = self.contiguous.load(Ordering::Relaxed) / chunk;
         let from = frontier.saturating_add(ahead);
@@ -385,7 +392,7 @@ mod tests {
         let (writer, mut reader, path) = source(dir.path(), &data);
         writer.advance(CHUNK_BYTES).unwrap();
         assert_eq!(
-            writer.wanted_ahead(4, 3).unwrap(),
+            writer.wanted_ahead(4, 3, u64::MAX).unwrap(),
             None,
             "nothing waited for yet"
         );
@@ -399,19 +406,25 @@ mod tests {
         let asked = (0..400)
             .find_map(|_| {
                 std::thread::sleep(Duration::from_millis(5));
-                writer.wanted_ahead(4, 3).unwrap()
+                writer.wanted_ahead(4, 3, u64::MAX).unwrap()
             })
             .expect("the wait was never asked for");
         // At most 3 chunks from the one waited for, and none already there.
         assert_eq!(asked, 12 * CHUNK_BYTES..15 * CHUNK_BYTES);
+        // Not from chunk 13 on when another request brings those (the tail's GET).
+        assert_eq!(
+            writer.wanted_ahead(4, 3, 13).unwrap(),
+            Some(12 * CHUNK_BYTES..13 * CHUNK_BYTES)
+        );
+        assert_eq!(writer.wanted_ahead(4, 3, 12).unwrap(), None);
         writer.mark(13 * CHUNK_BYTES, 14 * CHUNK_BYTES).unwrap();
         assert_eq!(
-            writer.wanted_ahead(4, 3).unwrap(),
+            writer.wanted_ahead(4, 3, u64::MAX).unwrap(),
             Some(12 * CHUNK_BYTES..13 * CHUNK_BYTES)
         );
         // Within `ahead` chunks of the download, the download itself will bring it.
         writer.advance(9 * CHUNK_BYTES).unwrap();
-        assert_eq!(writer.wanted_ahead(4, 3).unwrap(), None);
+        assert_eq!(writer.wanted_ahead(4, 3, u64::MAX).unwrap(), None);
         let file = File::options().write(true).open(&path).unwrap();
         let r = asked.start as usize..asked.end as usize;
         file.write_all_at(&data[r], asked.start).unwrap();
@@ -419,7 +432,7 @@ mod tests {
         let (_reader, buf) = waiting.join().unwrap();
         let at = (12 * CHUNK_BYTES + 5) as usize;
         assert_eq!(buf, &data[at..at + 8]);
-        assert_eq!(writer.wanted_ahead(0, 3).unwrap(), None, "served");
+        assert_eq!(writer.wanted_ahead(0, 3, u64::MAX).unwrap(), None, "served");
     }
 
     #[test]

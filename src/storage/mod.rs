@@ -520,12 +520,17 @@ impl Stores {
                 let whole = self.s3.download(url, dest, max_bytes, counter, arrival);
                 match arrival {
                     Some(map) => {
-                        // Beside the download: the tail, then the job's reads far ahead (not
-                        // during the tail's GET, which they would fetch a second time). Both
-                        // end with the download, which has then written every byte.
+                        // Beside the download: the tail and the job's reads far ahead (of the
+                        // chunks before the tail). Both end with the download, which has then
+                        // written every byte.
                         let ranged = async {
-                            self.s3.fetch_tail(url, dest, map).await?;
-                            Err(self.s3.serve_reads_ahead(url, dest, map).await)
+                            let ahead = self.s3.serve_reads_ahead(url, dest, map);
+                            tokio::pin!(ahead);
+                            tokio::select! {
+                                r = self.s3.fetch_tail(url, dest, map) => r?,
+                                e = &mut ahead => return Err(e),
+                            }
+                            Err(ahead.await)
                         };
                         tokio::select! {
                             r = whole => r,

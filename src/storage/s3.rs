@@ -42,6 +42,12 @@ const RANGE_CHUNKS: u64 = 4;
 /// How often the worker looks at what the job waits for.
 const WANTED_POLL: Duration = Duration::from_millis(10);
 
+/// The bytes [`S3Stores::fetch_tail`] fetches: the last [`TAIL_BYTES`], for a larger source.
+fn tail_range(map: &MapWriter) -> Option<Range<u64>> {
+    let size = map.arriving().size;
+    (size > TAIL_BYTES).then(|| size - TAIL_BYTES..size)
+}
+
 pub(crate) struct S3Stores {
     args: StorageConfig,
     /// Per bucket and [`Timeout`].
@@ -241,25 +247,29 @@ impl S3Stores {
         dest: &Path,
         map: &MapWriter,
     ) -> std::result::Result<(), StoreError> {
-        let size = map.arriving().size;
-        if size <= TAIL_BYTES {
-            return Ok(());
+        match tail_range(map) {
+            Some(range) => self.fetch_range(url, dest, map, range).await,
+            None => Ok(()),
         }
-        self.fetch_range(url, dest, map, size - TAIL_BYTES..size)
-            .await
     }
 
     /// Serves the job's reads far ahead of the sequential download by ranged GETs, one at a
     /// time, until dropped: an MP4 index larger than the tail fetched first, or a demuxer
-    /// that jumps between tracks stored apart. Returns only on an error.
+    /// that jumps between tracks stored apart. Not the chunks of the tail
+    /// ([`S3Stores::fetch_tail`] brings them). Returns only on an error.
     pub(crate) async fn serve_reads_ahead(
         &self,
         url: &ObjectUrl,
         dest: &Path,
         map: &MapWriter,
     ) -> StoreError {
+        let arriving = map.arriving();
+        let below = match tail_range(map) {
+            Some(tail) => tail.start.div_ceil(arriving.chunk_bytes.max(1)),
+            None => u64::MAX,
+        };
         loop {
-            let wanted = match map.wanted_ahead(READ_AHEAD_CHUNKS, RANGE_CHUNKS) {
+            let wanted = match map.wanted_ahead(READ_AHEAD_CHUNKS, RANGE_CHUNKS, below) {
                 Ok(w) => w,
                 Err(e) => return StoreError::new(Failure::Transient, format!("arrival map: {e}")),
             };
