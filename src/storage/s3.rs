@@ -29,10 +29,10 @@ use crate::media::arriving::MapWriter;
 /// multipart upload of parts this big (S3's minimum part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
 /// The end of a source fetched first when a job reads it as it arrives: where an MP4 written
-/// without `faststart` keeps its index (~1 MiB for an hour of 25p video with stereo AAC; a
-/// larger index is fetched by range as the job waits for it: [`S3Stores::serve_reads_ahead`]). It shares the link with the
-/// sequential download, so it is kept small: 8 MiB cost 0.7 s at 100 Mbit/s before the
-/// first frame.
+/// without `faststart` keeps its index (~1 MiB for an hour of 25p video with stereo AAC; the
+/// rest of a larger index is fetched by range as the job waits for it, see
+/// [`S3Stores::serve_reads_ahead`]). It shares the link with the sequential download, so it is
+/// kept small: 8 MiB cost 0.7 s at 100 Mbit/s before the first frame.
 const TAIL_BYTES: u64 = 4 << 20;
 /// A chunk the job waits for this many chunks (MiB) or more past the sequential download is
 /// fetched by a ranged GET; nearer, the download brings it first.
