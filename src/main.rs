@@ -104,6 +104,8 @@ fn request(args: &TranscodeArgs) -> Result<TranscodeRequest, JobError> {
 }
 
 fn transcode(args: TranscodeArgs) -> ExitCode {
+    // This process lives for one job, as the worker's job processes do.
+    media::keep_freed_memory();
     let bar = (std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(100);
         bar.set_style(

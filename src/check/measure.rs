@@ -7,6 +7,8 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use ffmpeg::{codec, format, frame, media, Packet, Rational};
 use ffmpeg_next as ffmpeg;
@@ -156,8 +158,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// Reads the master playlist at `master` and everything it names.
-pub fn measure(master: &Location) -> Result<Ladder, MeasureError> {
+/// Reads the master playlist at `master` and everything it names, measuring segments on up to
+/// `threads` threads.
+pub fn measure(master: &Location, threads: usize) -> Result<Ladder, MeasureError> {
     let bytes = master
         .read_playlist()
         .map_err(|e| format!("reading {master}: {e}"))?;
@@ -231,11 +234,24 @@ pub fn measure(master: &Location) -> Result<Ladder, MeasureError> {
             uris.push((uri, iframe));
         }
     }
+    // The playlists are read one by one, then every segment of every playlist is measured on
+    // up to `threads` threads: measuring decodes a picture per segment, most of the check.
+    let mut planned = Vec::new();
     for (uri, iframe) in uris {
-        match read_media(master, &uri, iframe, &mut ladder.unreadable) {
-            Ok(m) => ladder.media.push(m),
+        match plan_media(master, &uri, iframe) {
+            Ok(p) => planned.push(p),
             Err(e) => ladder.unreadable.push((uri, e)),
         }
+    }
+    let reads: Vec<&SegmentRead> = planned
+        .iter()
+        .flat_map(|p| p.segments.iter().map(|(_, _, read)| read))
+        .collect();
+    let mut results = parallel_map(&reads, threads, |read| read.read()).into_iter();
+    for p in planned {
+        let n = p.segments.len();
+        let media = p.assemble(results.by_ref().take(n), &mut ladder.unreadable);
+        ladder.media.push(media);
     }
     Ok(ladder)
 }
@@ -266,12 +282,9 @@ fn resolve_file(root: &Path, base: &Path, uri: &str) -> Result<PathBuf, String> 
     Ok(abs)
 }
 
-fn read_media(
-    master: &Location,
-    uri: &str,
-    iframe: bool,
-    unreadable: &mut Vec<(String, String)>,
-) -> Result<Media, String> {
+/// The media playlist `uri` read and parsed, and how each of its segments is to be read (no
+/// segment is read yet, except an init section over http).
+fn plan_media(master: &Location, uri: &str, iframe: bool) -> Result<PlannedMedia, String> {
     let playlist = master.resolve(uri)?;
     let bytes = playlist
         .read_playlist()
@@ -281,28 +294,32 @@ fn read_media(
     let Playlist::MediaPlaylist(pl) = parsed else {
         return Err("a multivariant playlist where a media playlist belongs".into());
     };
-    let mut media = Media {
-        uri: uri.to_string(),
-        target_duration: pl.target_duration,
-        playlist_type: pl.playlist_type.as_ref().map(|t| match t {
-            MediaPlaylistType::Vod => "VOD".to_string(),
-            MediaPlaylistType::Event => "EVENT".to_string(),
-            MediaPlaylistType::Other(o) => o.clone(),
-        }),
-        end_list: pl.end_list,
-        i_frames_only: pl.i_frames_only,
+    let mut planned = PlannedMedia {
+        media: Media {
+            uri: uri.to_string(),
+            target_duration: pl.target_duration,
+            playlist_type: pl.playlist_type.as_ref().map(|t| match t {
+                MediaPlaylistType::Vod => "VOD".to_string(),
+                MediaPlaylistType::Event => "EVENT".to_string(),
+                MediaPlaylistType::Other(o) => o.clone(),
+            }),
+            end_list: pl.end_list,
+            i_frames_only: pl.i_frames_only,
+            segments: Vec::new(),
+        },
         segments: Vec::new(),
+        unreadable: Vec::new(),
     };
     // EXT-X-MAP applies to every segment after it; m3u8-rs attaches it to the first only.
     let mut init: Option<Location> = None;
     // Over http: the init section's bytes, read once (or why they could not be).
-    let mut init_bytes: Option<Result<Vec<u8>, String>> = None;
+    let mut init_bytes: Option<Arc<Result<Vec<u8>, String>>> = None;
     // A byte range without an offset continues where the previous one of the file ended.
     let mut next_offset: (String, u64) = (String::new(), 0);
     for s in &pl.segments {
         if let Some(map) = &s.map {
             if map.byte_range.is_some() {
-                unreadable.push((
+                planned.unreadable.push((
                     format!("{uri}: EXT-X-MAP {}", map.uri),
                     "a byte range of an init section is not supported".into(),
                 ));
@@ -313,7 +330,7 @@ fn read_media(
         let segment = match playlist.resolve(&s.uri) {
             Ok(p) => p,
             Err(e) => {
-                unreadable.push((format!("{uri}: {}", s.uri), e));
+                planned.unreadable.push((format!("{uri}: {}", s.uri), e));
                 continue;
             }
         };
@@ -332,53 +349,175 @@ fn read_media(
         // A TS segment is read as TS, as a player reads it (its playlist says so), not as
         // whatever the probe guesses from its first bytes.
         let demuxer = (init.is_none() && s.uri.ends_with(".ts")).then_some("mpegts");
-        let read = match (&segment, iframe) {
+        let read = match (segment, iframe) {
             // An I-frame playlist's ranges are the keyframes of the video playlists'
             // segments, measured there: only their sizes count here.
-            (_, true) => range
+            (segment, true) => SegmentRead::Size { segment, range },
+            (segment @ Location::File { .. }, false) => SegmentRead::File {
+                segment,
+                range,
+                init: init.clone(),
+                demuxer,
+            },
+            (Location::Web(url), false) => {
+                if let (Some(Location::Web(init_url)), None) = (&init, &init_bytes) {
+                    init_bytes = Some(Arc::new(
+                        fetch(init_url, None).map_err(|e| format!("init section: {e}")),
+                    ));
+                }
+                SegmentRead::Web {
+                    url,
+                    range,
+                    init: init_bytes.clone(),
+                    demuxer,
+                }
+            }
+        };
+        planned
+            .segments
+            .push((s.uri.clone(), f64::from(s.duration), read));
+    }
+    Ok(planned)
+}
+
+/// A media playlist, parsed; its segments not read yet.
+struct PlannedMedia {
+    media: Media,
+    /// Each segment's URI, EXTINF and how it is to be read, in the playlist's order.
+    segments: Vec<(String, f64, SegmentRead)>,
+    /// What could not even be named (a URI outside the ladder, an init section's byte range).
+    unreadable: Vec<(String, String)>,
+}
+
+impl PlannedMedia {
+    /// The media with its segments, from their reads (in the same order); a segment that
+    /// could not be found is left out, one found but not readable is kept unmeasured, and
+    /// both are added to `unreadable`.
+    fn assemble(
+        mut self,
+        reads: impl Iterator<Item = ReadResult>,
+        unreadable: &mut Vec<(String, String)>,
+    ) -> Media {
+        unreadable.append(&mut self.unreadable);
+        let uri = &self.media.uri;
+        for ((segment_uri, duration, _), read) in self.segments.into_iter().zip(reads) {
+            let (bytes, measured) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    unreadable.push((format!("{uri}: {segment_uri}"), e));
+                    continue;
+                }
+            };
+            let measured = match measured {
+                Some(Err(e)) => {
+                    unreadable.push((format!("{uri}: {segment_uri}"), e));
+                    None
+                }
+                Some(Ok(m)) => Some(m),
+                None => None,
+            };
+            self.media.segments.push(Segment {
+                uri: segment_uri,
+                duration,
+                bytes,
+                media: measured,
+            });
+        }
+        self.media
+    }
+}
+
+/// How one segment is read.
+enum SegmentRead {
+    /// Only its size (an I-frame playlist's range).
+    Size {
+        segment: Location,
+        range: Option<ByteRange>,
+    },
+    /// A local file, opened by libavformat by its path.
+    File {
+        segment: Location,
+        range: Option<ByteRange>,
+        init: Option<Location>,
+        demuxer: Option<&'static str>,
+    },
+    /// Over http(s), with its init section's bytes (or why they could not be read).
+    Web {
+        url: url::Url,
+        range: Option<ByteRange>,
+        init: Option<Arc<Result<Vec<u8>, String>>>,
+        demuxer: Option<&'static str>,
+    },
+}
+
+/// A segment that cannot be found (outer error), or its size and, unless only its size was
+/// asked for, what it holds (inner error: found but unreadable).
+type ReadResult = Result<(u64, Option<Result<SegmentMedia, String>>), String>;
+
+impl SegmentRead {
+    fn read(&self) -> ReadResult {
+        match self {
+            SegmentRead::Size { segment, range } => range
                 .map(|r| Ok(r.length))
                 .unwrap_or_else(|| segment.size())
                 .map(|bytes| (bytes, None)),
-            (Location::File { .. }, false) => {
-                measure_file_segment(&segment, range, init.as_ref(), demuxer)
-                    .map(|(bytes, m)| (bytes, Some(m)))
-            }
-            (Location::Web(url), false) => {
-                if let (Some(Location::Web(init_url)), None) = (&init, &init_bytes) {
-                    init_bytes =
-                        Some(fetch(init_url, None).map_err(|e| format!("init section: {e}")));
-                }
-                let init = match &init_bytes {
+            SegmentRead::File {
+                segment,
+                range,
+                init,
+                demuxer,
+            } => measure_file_segment(segment, *range, init.as_ref(), *demuxer)
+                .map(|(bytes, m)| (bytes, Some(m))),
+            SegmentRead::Web {
+                url,
+                range,
+                init,
+                demuxer,
+            } => {
+                let init = match init.as_deref() {
                     Some(Ok(b)) => Ok(Some(b.as_slice())),
                     Some(Err(e)) => Err(e.clone()),
                     None => Ok(None),
                 };
-                measure_web_segment(url, range, init, demuxer).map(|(bytes, m)| (bytes, Some(m)))
+                measure_web_segment(url, *range, init, *demuxer).map(|(bytes, m)| (bytes, Some(m)))
             }
-        };
-        let (bytes, measured) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                unreadable.push((format!("{uri}: {}", s.uri), e));
-                continue;
-            }
-        };
-        let measured = match measured {
-            Some(Err(e)) => {
-                unreadable.push((format!("{uri}: {}", s.uri), e));
-                None
-            }
-            Some(Ok(m)) => Some(m),
-            None => None,
-        };
-        media.segments.push(Segment {
-            uri: s.uri.clone(),
-            duration: f64::from(s.duration),
-            bytes,
-            media: measured,
-        });
+        }
     }
-    Ok(media)
+}
+
+/// `f` over `items` on up to `threads` threads (each takes the next item when it is done with
+/// one), the results in the items' order. A panic in `f` is resumed on the calling thread.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..threads.clamp(1, items.len().max(1)))
+            .map(|_| scope.spawn(work))
+            .collect();
+        let mine = work();
+        let theirs = workers.into_iter().map(|w| {
+            w.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        for (i, r) in theirs.flatten().chain(mine) {
+            results[i] = Some(r);
+        }
+    });
+    results.into_iter().flatten().collect()
 }
 
 /// `EXT-X-BYTERANGE`, its offset resolved.
@@ -390,7 +529,7 @@ struct ByteRange {
 
 /// A segment that cannot be found (outer error), or its size and what it holds (inner error:
 /// found but unreadable).
-type SegmentRead = Result<(u64, Result<SegmentMedia, String>), String>;
+type Measured = Result<(u64, Result<SegmentMedia, String>), String>;
 
 /// A local segment, opened by libavformat by its path: a byte range through `subfile`, behind
 /// its init section through `concat`.
@@ -399,7 +538,7 @@ fn measure_file_segment(
     range: Option<ByteRange>,
     init: Option<&Location>,
     demuxer: Option<&str>,
-) -> SegmentRead {
+) -> Measured {
     let (bytes, url) = match range {
         Some(r) => (
             r.length,
@@ -430,7 +569,7 @@ fn measure_web_segment(
     range: Option<ByteRange>,
     init: Result<Option<&[u8]>, String>,
     demuxer: Option<&str>,
-) -> SegmentRead {
+) -> Measured {
     let data = fetch(url, range)?;
     let bytes = data.len() as u64;
     let measured = init.and_then(|init| {
@@ -819,5 +958,47 @@ fn aac_object_type(d: &ffi::CodecDetails) -> u8 {
             .map(|b| b >> 3)
             .filter(|t| *t > 0)
             .unwrap_or(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_map_keeps_the_items_order_whatever_the_thread_count() {
+        let items: Vec<u64> = (0..50).collect();
+        for threads in [0, 1, 2, 7, 64] {
+            // Uneven work, so that the threads finish out of order.
+            let out = parallel_map(&items, threads, |&i| {
+                std::thread::sleep(std::time::Duration::from_micros((i * 37) % 500));
+                i * i
+            });
+            assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        }
+        assert!(parallel_map(&[] as &[u64], 4, |&i| i).is_empty());
+    }
+
+    #[test]
+    fn parallel_map_uses_several_threads() {
+        let items: Vec<u64> = (0..8).collect();
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        parallel_map(&items, 4, |_| {
+            seen.lock().unwrap().insert(std::thread::current().id());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+        assert!(seen.lock().unwrap().len() > 1);
+    }
+
+    #[test]
+    fn a_panic_while_measuring_reaches_the_caller() {
+        let items: Vec<u64> = (0..6).collect();
+        let r = std::panic::catch_unwind(|| {
+            parallel_map(&items, 3, |&i| {
+                assert_ne!(i, 4, "boom");
+                i
+            })
+        });
+        assert!(r.is_err());
     }
 }

@@ -108,10 +108,20 @@ pub fn master_location(target: &str) -> std::result::Result<Location, String> {
     Ok(Location::master_file(path))
 }
 
-/// Measures and checks the ladder whose master playlist is `master`.
+/// Measures and checks the ladder whose master playlist is `master`, its segments read on one
+/// thread per core.
 pub fn check(master: &Location) -> std::result::Result<Report, String> {
+    check_on(master, 0)
+}
+
+/// [`check`] on `threads` threads (0: one per core).
+fn check_on(master: &Location, threads: usize) -> std::result::Result<Report, String> {
     crate::media::init().map_err(|e| e.message)?;
-    let ladder = measure::measure(master)?;
+    let threads = match threads {
+        0 => num_cpus::get(),
+        n => n,
+    };
+    let ladder = measure::measure(master, threads)?;
     Ok(Report {
         master: master.to_string(),
         playlists: ladder.media.len() + 1,
@@ -120,12 +130,13 @@ pub fn check(master: &Location) -> std::result::Result<Report, String> {
     })
 }
 
-/// The publish hook: checks the finished ladder in `staging` before it is published. A MUST
-/// broken there is a bug of ours: an `internal` error that names
-/// the rule and its measured value, and nothing is published.
-pub fn before_publish(staging: &Path) -> Result<()> {
+/// The publish hook: checks the finished ladder in `staging` before it is published, on the
+/// job's `threads` (0: one per core; the encoders are done by then). A MUST broken there is a
+/// bug of ours: an `internal` error that names the rule and its measured value, and nothing
+/// is published.
+pub fn before_publish(staging: &Path, threads: usize) -> Result<()> {
     let master = Location::master_file(staging.join(crate::media::hls::playlist::MASTER));
-    let report = check(&master)
+    let report = check_on(&master, threads)
         .map_err(|e| JobError::internal(format!("checking the output before publishing: {e}")))?;
     let broken: Vec<String> = report
         .failed_musts()

@@ -72,6 +72,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    crate::media::keep_freed_memory();
     write(&ChildMessage::Ready {
         address_space_limit,
     });

@@ -65,6 +65,23 @@ pub fn init() -> Result<()> {
     .map_err(|e| JobError::internal(format!("FFmpeg initialisation failed: {e}")))
 }
 
+/// Tunes glibc's allocator for a process that lives for one job (`transcode`, the job process
+/// of `isolation`): memory a thread frees is kept for its next frame instead of being handed
+/// back to the kernel. By default glibc trims a thread's heap whenever its top is free, so the
+/// encoders' per-frame buffers fault in freshly zeroed (huge) pages again and again, and blocks
+/// over 128 KiB are mapped and unmapped one by one once trimming is tuned. On the 30 s 1080p
+/// ladder this took the job's system time from 0.8–1.6 s to 0.4–0.5 s; its peak RSS did not
+/// grow (the process exits after the job). Call it before the job's threads start.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes two parameters of the allocator; the values are in range
+    // (the mmap threshold's ceiling is 32 MiB on 64-bit glibc).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
 /// Where the audio goes: its own rendition, listed once in the master as an `EXT-X-MEDIA`
 /// group that every variant names (Apple's layout: stored once, fetched once), or muxed into
 /// every video rendition's segments (for players that cannot take a separate audio group).
@@ -490,7 +507,7 @@ pub fn transcode(
         return Err(JobError::cancelled("cancelled before publishing"));
     }
     // Apple's MUST rules on what is about to be published (issue 11): a break is our bug.
-    crate::check::before_publish(staging.path())?;
+    crate::check::before_publish(staging.path(), req.threads)?;
     staging.publish()?;
     Ok(outcome)
 }
