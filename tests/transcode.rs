@@ -448,6 +448,38 @@ fn frames_decoded_does_not_depend_on_the_number_of_qualities() {
     );
 }
 
+/// A job given more than 8 encoder threads (a big host, `--jobs 1`) decodes on libavcodec's
+/// frame threads, one per 8 (`media::decoder_threads`), so that one decoder thread does not
+/// bound it. The outcome says how the threads were planned, and nothing is lost: every source
+/// frame is in every rendition.
+#[test]
+fn a_job_given_many_threads_decodes_on_frame_threads_and_loses_no_frame() {
+    let tmp = scratch_dir();
+    let source = h264_aac_mp4(tmp.path(), "upload.mp4", 640, 360, 4.0);
+    let frames = probe_source(&source).video.expect("video").frames;
+    let out = tmp.path().join("hls");
+    let mut opts = options("360p,240p");
+    opts.extend(["--threads", "17"]);
+    let result = transcode_ok(&source, &out, &opts);
+    let hls = assert_valid_hls(&source, &out, &result, &Expect::ladder(&["360p", "240p"]));
+    let plan = &result["threads"];
+    assert_eq!(plan["budget"], 17, "{plan}");
+    assert_eq!(plan["decoder"], 3, "{plan}");
+    assert_eq!(plan["x264"]["360p"], 17, "{plan}");
+    assert_eq!(uint_of(&result, "frames_decoded"), frames);
+    for r in &hls.renditions {
+        let total: u64 = r.segments.iter().map(|s| s.video_frames).sum();
+        assert_eq!(total, frames, "{}", r.quality);
+    }
+
+    // The default budget, one per core, keeps one decoder thread on a small host.
+    let small = tmp.path().join("small");
+    let result = transcode_ok(&source, &small, &options("240p"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(result["threads"]["budget"], cores);
+    assert_eq!(result["threads"]["decoder"], cores.div_ceil(8));
+}
+
 #[test]
 fn rerun_into_an_existing_output_replaces_it() {
     let tmp = scratch_dir();

@@ -42,6 +42,7 @@ pub(crate) struct Decoded {
     pub renditions: Vec<RenditionResult>,
     /// What was left out of the output and why (audio that could not be used…).
     pub warnings: Vec<String>,
+    pub threads: crate::media::ThreadPlan,
 }
 
 /// Where the decode sends its output, and the keyframe grid.
@@ -172,8 +173,10 @@ impl<'a> DecodeLoop<'a> {
         Ok(())
     }
 
-    pub fn run(&mut self, input: &mut format::context::Input) -> Result<()> {
-        let mut video = VideoDecoder::open(input, self.info.video.index, &self.req.limits)?;
+    /// Decodes the whole source on `threads` decoder threads, sending on as it goes.
+    pub fn run(&mut self, input: &mut format::context::Input, threads: usize) -> Result<()> {
+        let mut video =
+            VideoDecoder::open(input, self.info.video.index, &self.req.limits, threads)?;
         let audio_stream = self
             .info
             .audio
@@ -542,7 +545,8 @@ mod tests {
             .expect("run ffmpeg");
         assert!(made.success(), "ffmpeg failed");
         let probe::Source { mut input, info } = probe::open(&path, &Limits::default()).unwrap();
-        let mut video = VideoDecoder::open(&input, info.video.index, &Limits::default()).unwrap();
+        let mut video =
+            VideoDecoder::open(&input, info.video.index, &Limits::default(), 1).unwrap();
         let mut reader = Reader::default();
         let mut pictures = Vec::new();
         while pictures.len() < 2 {
@@ -555,6 +559,64 @@ mod tests {
             }
         }
         (pictures, info, video.time_base)
+    }
+
+    /// Every picture of `path`, decoded on `threads` threads: its timestamp and a digest of its
+    /// planes.
+    fn decode_all(path: &Path, threads: usize) -> Vec<(i64, u64)> {
+        use std::hash::{Hash, Hasher};
+        let probe::Source { mut input, info } = probe::open(path, &Limits::default()).unwrap();
+        let mut video =
+            VideoDecoder::open(&input, info.video.index, &Limits::default(), threads).unwrap();
+        let mut reader = Reader::default();
+        let mut pictures = Vec::new();
+        let take = |video: &mut VideoDecoder, pictures: &mut Vec<(i64, u64)>| {
+            while let Some((f, ts)) = video.receive().unwrap() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for plane in 0..f.planes() {
+                    let (w, stride) = (f.plane_width(plane) as usize, f.stride(plane));
+                    for row in f
+                        .data(plane)
+                        .chunks(stride)
+                        .take(f.plane_height(plane) as usize)
+                    {
+                        row[..w].hash(&mut h);
+                    }
+                }
+                pictures.push((ts, h.finish()));
+            }
+        };
+        while let Some(packet) = reader.next(&mut input).unwrap() {
+            if packet.stream() == video.index {
+                video.send(&packet).unwrap();
+                take(&mut video, &mut pictures);
+            }
+        }
+        video.send_eof();
+        take(&mut video, &mut pictures);
+        pictures
+    }
+
+    /// A job given many threads decodes on frame threads (`media::decoder_threads`); what comes
+    /// out must be the single thread's pictures, in the same order, none lost at the end.
+    #[test]
+    fn frame_threaded_decoding_gives_the_same_pictures_in_the_same_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("src.mp4");
+        // B-frames (veryfast: 3) and a GOP shorter than the clip: pictures are reordered.
+        let made = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=320x240:rate=25:duration=3")
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "20"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(made.success(), "ffmpeg failed");
+        let one = decode_all(&path, 1);
+        assert_eq!(one.len(), 75);
+        for threads in [2, 3, 8] {
+            assert_eq!(decode_all(&path, threads), one, "{threads} decoder threads");
+        }
     }
 
     /// Feeds two pictures to the decode loop, the second one without a pts (as a picture the

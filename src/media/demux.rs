@@ -76,20 +76,24 @@ pub(crate) struct VideoDecoder {
 }
 
 impl VideoDecoder {
+    /// Opens the decoder of the video stream `index` on `threads` threads (frame threading
+    /// beyond one).
     pub fn open(
         input: &format::context::Input,
         index: usize,
         limits: &Limits,
+        threads: usize,
     ) -> Result<VideoDecoder> {
         let st = input
             .stream(index)
             .ok_or_else(|| JobError::internal("video stream vanished"))?;
         let mut ctx = codec::Context::from_parameters(st.parameters())
             .map_err(|e| JobError::invalid_media(format!("video stream: {e}")))?;
-        // One decoder thread: decoding is ~10 % of the job's CPU and the encoders keep every
-        // core busy; frame threads would only add pictures in flight (measured: -11 MB peak
-        // RSS on the 10 s 1080p ladder, same wall time).
-        ffi::set_thread_count(&mut ctx, 1);
+        // `threads` from `media::decoder_threads`: one for a job of up to 8 encoder threads
+        // (decoding is ~5 % of the job's CPU and the encoders keep every core busy; frame
+        // threads would only add pictures in flight: measured -11 MB peak RSS on the 10 s 1080p
+        // ladder with one, same wall time), frame threads beyond.
+        ffi::set_thread_count(&mut ctx, threads.max(1));
         let codec = decoder::find(st.parameters().id()).ok_or_else(|| {
             JobError::unsupported_codec("no decoder for the video codec in this FFmpeg build")
         })?;

@@ -191,6 +191,7 @@ impl Manifest {
                 master_playlist: crate::media::hls::playlist::MASTER.into(),
                 elapsed_seconds: 0.1,
                 encode_seconds: Default::default(),
+                threads: Default::default(),
                 warnings: Vec::new(),
             },
         }

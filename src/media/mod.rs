@@ -149,6 +149,14 @@ fn default_field_rate_up_to() -> u32 {
 }
 
 impl TranscodeRequest {
+    /// The encoder threads this job shares out: `threads`, or one per core when it is 0.
+    pub fn thread_budget(&self) -> usize {
+        match self.threads {
+            0 => num_cpus::get(),
+            n => n,
+        }
+    }
+
     pub fn new(source: impl Into<PathBuf>, output_dir: impl Into<PathBuf>) -> Result<Self> {
         Ok(TranscodeRequest {
             source: source.into(),
@@ -333,9 +341,38 @@ pub struct Outcome {
     /// `elapsed_seconds`, kept out of `renditions` (which describe the output).
     #[serde(default)]
     pub encode_seconds: std::collections::BTreeMap<String, f64>,
+    /// The threads this run was given (a fact of the run, like `encode_seconds`).
+    #[serde(default)]
+    pub threads: ThreadPlan,
     /// What was left out of the output and why (e.g. audio that could not be used).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// Encoder threads one decoder thread keeps fed. One thread decodes the 1080p H.264 footage at
+/// ~180 frames/s and a core of libx264 medium encodes ~10.7 source frames/s of the
+/// 1080p/720p/480p ladder (README, "Scaling with cores"): a decoder thread feeds some 16 cores
+/// of that ladder. 8 leaves room for what costs the decoder more or the encoders less (higher
+/// bitrates, 4K, faster presets, a ladder of small renditions).
+pub const ENCODER_THREADS_PER_DECODER_THREAD: usize = 8;
+
+/// Decoder threads for a job whose encoders share `budget` threads: one, as long as one keeps
+/// up (`budget` ≤ 8: every job of `run --jobs auto`), then one more per 8 encoder threads
+/// (libavcodec's frame threading; its output is the same pictures in the same order). On a big
+/// host, a job given every core would otherwise be bound by one decoder thread.
+pub fn decoder_threads(budget: usize) -> usize {
+    budget.div_ceil(ENCODER_THREADS_PER_DECODER_THREAD).max(1)
+}
+
+/// How a job's threads were planned (in its outcome): the budget, the decoder's threads and each
+/// rendition's libx264 threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadPlan {
+    /// Encoder threads shared by the renditions (`--threads`; 0 there: one per core).
+    pub budget: usize,
+    pub decoder: usize,
+    /// libx264 threads by quality ([`split_threads`]).
+    pub x264: std::collections::BTreeMap<String, usize>,
 }
 
 /// Splits the encoder thread budget between renditions in proportion to their pixel counts,
@@ -500,6 +537,7 @@ pub fn transcode(
             .iter()
             .map(|r| (r.name.clone(), r.busy.as_secs_f64()))
             .collect(),
+        threads: decoded.threads.clone(),
         warnings: decoded.warnings.clone(),
     };
     manifest::Manifest::new(req, &info, &outcome).write_to(staging.path())?;
@@ -507,7 +545,29 @@ pub fn transcode(
         return Err(JobError::cancelled("cancelled before publishing"));
     }
     // Apple's MUST rules on what is about to be published (issue 11): a break is our bug.
-    crate::check::before_publish(staging.path(), req.threads)?;
+    crate::check::before_publish(staging.path(), req.thread_budget())?;
     staging.publish()?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_decoder_thread_feeds_up_to_eight_encoder_threads() {
+        let plan: Vec<usize> = [0, 1, 2, 8, 9, 16, 17, 24, 64]
+            .iter()
+            .map(|&b| decoder_threads(b))
+            .collect();
+        assert_eq!(plan, [1, 1, 1, 1, 2, 2, 3, 3, 8]);
+    }
+
+    #[test]
+    fn the_budget_is_the_requested_threads_or_one_per_core() {
+        let mut req = TranscodeRequest::new("/in.mp4", "/out").unwrap();
+        assert_eq!(req.thread_budget(), num_cpus::get());
+        req.threads = 17;
+        assert_eq!(req.thread_budget(), 17);
+    }
 }

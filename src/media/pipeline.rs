@@ -21,7 +21,9 @@ use crate::media::hls::{Segment, SegmentFormat, Segmenter};
 use crate::media::probe::Source;
 use crate::media::probe::SourceInfo;
 use crate::media::rendition::{self, RenditionJob, SourceFrame};
-use crate::media::{split_threads, AudioLayout, ProgressTick, TranscodeRequest};
+use crate::media::{
+    decoder_threads, split_threads, AudioLayout, ProgressTick, ThreadPlan, TranscodeRequest,
+};
 
 /// Decoded frames waiting per rendition. A 1080p frame is 3 MB; the frames are shared, so
 /// this bounds memory at roughly (depth + decoder delay) frames whatever the video's length.
@@ -44,17 +46,23 @@ pub(crate) fn run(
     let mut warnings = Vec::new();
     let audio = open_audio(&input, &info, req, &mut warnings);
 
-    let budget = if req.threads == 0 {
-        num_cpus::get()
-    } else {
-        req.threads
-    };
+    let budget = req.thread_budget();
     let pixels: Vec<u64> = ladder
         .renditions
         .iter()
         .map(|r| r.width as u64 * r.height as u64)
         .collect();
     let threads = split_threads(budget, &pixels);
+    let plan = ThreadPlan {
+        budget,
+        decoder: decoder_threads(budget),
+        x264: ladder
+            .renditions
+            .iter()
+            .map(|r| r.name.clone())
+            .zip(threads.iter().copied())
+            .collect(),
+    };
     let scan = Scan::plan(&info, ladder, req.field_rate_up_to);
     let fps = scan.rate;
     // With renditions at half the decoded rate, the grid must land on frames they keep.
@@ -168,8 +176,8 @@ pub(crate) fn run(
             deinterlace: scan.deinterlace,
         };
         let mut decode = DecodeLoop::new(&info, req, dir, cancel, progress, outputs);
-        let decoded =
-            catch_unwind(AssertUnwindSafe(|| decode.run(&mut input))).unwrap_or_else(|panic| {
+        let decoded = catch_unwind(AssertUnwindSafe(|| decode.run(&mut input, plan.decoder)))
+            .unwrap_or_else(|panic| {
                 Err(JobError::internal(format!(
                     "decode loop panicked: {}",
                     panic_message(&panic)
@@ -232,6 +240,7 @@ pub(crate) fn run(
             audio: audio_segments,
             renditions: results,
             warnings,
+            threads: plan,
         })
     })
 }

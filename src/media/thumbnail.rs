@@ -95,7 +95,7 @@ pub fn thumbnail_only(
         return Err(JobError::invalid_request("thumbnail time must be ≥ 0"));
     }
     let probe::Source { mut input, info } = probe::open_confined(source, limits)?;
-    let mut video = VideoDecoder::open(&input, info.video.index, limits)?;
+    let mut video = VideoDecoder::open(&input, info.video.index, limits, 1)?;
     let (frame, taken_at) = decode_until(&mut input, &mut video, &info, time, cancel)?;
     let upright = upright(&frame, info.video.rotation)?;
     probe::check_unchanged(&info)?;

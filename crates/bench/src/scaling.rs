@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use video_worker::media;
 
 use super::child::Progress;
 use super::compare::{steps_of, Runner};
@@ -19,7 +20,7 @@ use super::{BenchArgs, Common};
 /// What our pipeline does with N cores.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadPlan {
-    /// Video decoder threads (`media::demux`: one; decoding is a small share of the job).
+    /// Video decoder threads (`media::decoder_threads`: one up to a budget of 8, then one per 8).
     pub decoder_threads: usize,
     /// x264 threads per rendition, in ladder order (`media::split_threads`: the budget split
     /// by pixels, at least one each); x264 picks its lookahead threads itself.
@@ -184,7 +185,7 @@ pub(super) fn run(args: &BenchArgs, common: &Common) -> Result<()> {
         .map(|(&cores, setup)| ScalingPoint {
             cores,
             plan: ThreadPlan {
-                decoder_threads: 1,
+                decoder_threads: media::decoder_threads(cores),
                 x264_threads: setup
                     .rungs
                     .iter()
