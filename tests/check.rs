@@ -245,9 +245,9 @@ fn our_fmp4_ladder_and_our_muxed_audio_ladder_keep_every_rule() {
 #[test]
 fn the_publish_hook_refuses_a_ladder_that_breaks_a_must_as_internal() {
     let (_keep, dir) = copy_of_good();
-    assert_eq!(video_worker::check::before_publish(&dir, 0), Ok(()));
+    assert_eq!(video_worker::check::before_publish(&dir, 2), Ok(()));
     edit_master(&dir, |m| m.variants[0].average_bandwidth = None);
-    let e = video_worker::check::before_publish(&dir, 0).expect_err("9.14 is broken");
+    let e = video_worker::check::before_publish(&dir, 2).expect_err("9.14 is broken");
     assert_eq!(e.kind, video_worker::ErrorKind::Internal);
     assert!(
         e.message
@@ -263,7 +263,7 @@ fn the_publish_hook_refuses_a_ladder_that_breaks_a_must_as_internal() {
 fn the_publish_hook_refuses_a_ladder_without_iframe_playlists() {
     let (_keep, dir) = copy_of_good();
     edit_master(&dir, |m| m.variants.retain(|v| !v.is_i_frame));
-    let e = video_worker::check::before_publish(&dir, 0).expect_err("6.1 is broken");
+    let e = video_worker::check::before_publish(&dir, 2).expect_err("6.1 is broken");
     assert!(e.message.contains("rule 6.1"), "{}", e.message);
 }
 
@@ -281,12 +281,12 @@ fn the_publish_hook_refuses_an_unreadable_segment_of_any_rendition() {
     fs::write(dir.join(&segment), vec![0u8; size]).unwrap();
     assert_eq!(verdict(&check(&dir).0, "files"), "fail");
     let e =
-        video_worker::check::before_publish(&dir, 0).expect_err("an audio segment is unreadable");
+        video_worker::check::before_publish(&dir, 2).expect_err("an audio segment is unreadable");
     assert!(e.message.contains("rule files"), "{}", e.message);
 
     let (_keep, dir) = copy_of_good();
     fs::remove_file(dir.join(first_segment_of(&dir, "144p.m3u8", 1))).unwrap();
-    let e = video_worker::check::before_publish(&dir, 0).expect_err("a video segment is missing");
+    let e = video_worker::check::before_publish(&dir, 2).expect_err("a video segment is missing");
     assert!(e.message.contains("rule files"), "{}", e.message);
 }
 

@@ -111,16 +111,12 @@ pub fn master_location(target: &str) -> std::result::Result<Location, String> {
 /// Measures and checks the ladder whose master playlist is `master`, its segments read on one
 /// thread per core.
 pub fn check(master: &Location) -> std::result::Result<Report, String> {
-    check_on(master, 0)
+    check_on(master, num_cpus::get())
 }
 
-/// [`check`] on `threads` threads (0: one per core).
+/// [`check`] on `threads` threads.
 fn check_on(master: &Location, threads: usize) -> std::result::Result<Report, String> {
     crate::media::init().map_err(|e| e.message)?;
-    let threads = match threads {
-        0 => num_cpus::get(),
-        n => n,
-    };
     let ladder = measure::measure(master, threads)?;
     Ok(Report {
         master: master.to_string(),
@@ -131,7 +127,7 @@ fn check_on(master: &Location, threads: usize) -> std::result::Result<Report, St
 }
 
 /// The publish hook: checks the finished ladder in `staging` before it is published, on the
-/// job's `threads` (0: one per core; the encoders are done by then). A MUST broken there is a
+/// job's `threads` (its encoders are done by then; 0 is taken as 1). A MUST broken there is a
 /// bug of ours: an `internal` error that names the rule and its measured value, and nothing
 /// is published.
 pub fn before_publish(staging: &Path, threads: usize) -> Result<()> {
